@@ -1,0 +1,286 @@
+"""Typed stage configs, presets and `--set section.key=value` overrides.
+
+Defaults live only in the dataclasses below. A preset (`pop_tf/presets/<name>.json`, or any JSON
+file path) and `--set` pairs only override them; an unknown section or key, or a value of the
+wrong type or outside the allowed choices, is a `ConfigError` that names the key and what is
+allowed. The resolved config is written as JSON next to every stage's outputs
+(`write_resolved`).
+"""
+
+import dataclasses
+import difflib
+import json
+import os
+import typing
+from importlib import resources
+from typing import Literal, Optional
+
+from pop_tf.errors import UsageError
+
+
+class ConfigError(UsageError, ValueError):
+    """A config key or value that cannot be used; the message names the key."""
+
+
+@dataclasses.dataclass
+class SynthConfig:
+    """The embedded synthetic dataset (SPEC §6).
+
+    `broken_share` of the records break each paper filter (age, caption length, hashtag, mention)
+    and `num_corrupt` records point at corrupt, non-image or missing files, so that ingest's
+    rejects path is exercised; `broken.jsonl` lists them with the reason ingest must give.
+    """
+
+    output: str = ""
+    num_posts: int = 2000
+    image_size: int = 64
+    seed: int = 0
+    num_users: int = 40
+    broken_share: float = 0.05
+    num_corrupt: int = 6
+
+
+@dataclasses.dataclass
+class IngestConfig:
+    """Beam preprocessing from posts to validated TFRecords (SPEC §3, §4).
+
+    Images are padded to a square on white and then resized to `image_size`, so the whole
+    garment stays in frame and is never cropped or stretched.
+    """
+
+    input: str = ""
+    output: str = ""
+    image_size: int = 64
+    test_ratio: float = 0.1
+    num_shards: int = 0  # 0: let the runner decide
+    # Paper filters (SPEC §3); each can be switched off.
+    filter_age: bool = True
+    min_age_days: int = 30
+    filter_caption: bool = True
+    max_caption_words: int = 6
+    dedupe_images: bool = True
+    # Near-duplicates: perceptual hashes within this many of 64 bits AND grid colours within
+    # `near_duplicate_colour_tolerance` levels (pHash alone cannot tell colour variants apart).
+    near_duplicate_distance: int = 6
+    near_duplicate_colour_tolerance: int = 24
+    # Image safety limits: checked from the header, before pixels are decoded.
+    max_pixels: int = 50_000_000
+    max_file_bytes: int = 50 * 1024 * 1024
+    min_image_side: int = 16
+    max_aspect_ratio: float = 8.0
+    edge_threshold: float = 0.12  # gradient magnitude (0..1) above which a pixel is a line
+    runner: str = "FnApiRunner"
+
+
+@dataclasses.dataclass
+class Config:
+    """All stage sections of one pop_tf run; `pop-tf run` and every stage CLI resolve this."""
+
+    synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
+    ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
+
+
+PRESETS = ("demo", "paper")
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _allowed(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is typing.Union:
+        return " or ".join(_allowed(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if tp is bool:
+        return "true or false"
+    return f"a value of type {getattr(tp, '__name__', tp)}"
+
+
+def _convert(key: str, value, tp):
+    """Converts a JSON value or a `--set` string to the field type `tp`, or names what is allowed."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(key, value, arg)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key '{key}': {value!r} is not {_allowed(tp)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ConfigError(f"config key '{key}': {value!r} is not allowed; use {_allowed(tp)}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"config key '{key}': {value!r} is not true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': {value!r} is not an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}': {value!r} is not an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}': {value!r} is not a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}': {value!r} is not a string")
+    if origin in (tuple, list):
+        (item_type, *_) = typing.get_args(tp) or (str,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': {value!r} is not a list")
+        items = [_convert(key, v.strip() if isinstance(v, str) else v, item_type) for v in value]
+        return tuple(items) if origin is tuple else items
+    raise ConfigError(f"config key '{key}': unsupported field type {tp}")
+
+
+def _field_types(section_obj) -> dict:
+    hints = typing.get_type_hints(type(section_obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_obj)}
+
+
+def set_value(config: Config, dotted_key: str, value) -> None:
+    """Sets `section.key` on `config` with type conversion; unknown names are a ConfigError."""
+    sections = {f.name for f in dataclasses.fields(config)}
+    if "." not in dotted_key:
+        raise ConfigError(
+            f"config key '{dotted_key}' needs a section, e.g. 'ingest.{dotted_key}'; "
+            f"sections: {', '.join(sorted(sections))}")
+    section, key = dotted_key.split(".", 1)
+    if section not in sections:
+        raise ConfigError(
+            f"unknown config section '{section}' in '{dotted_key}'; "
+            f"sections: {', '.join(sorted(sections))}")
+    section_obj = getattr(config, section)
+    types = _field_types(section_obj)
+    if key not in types:
+        close = difflib.get_close_matches(key, types, n=1)
+        hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"unknown config key '{dotted_key}'{hint}; keys of '{section}': {', '.join(sorted(types))}")
+    converted = _convert(dotted_key, value, types[key])
+    validate_value(dotted_key, converted)
+    setattr(section_obj, key, converted)
+
+
+_POSITIVE = {"synth.num_posts", "synth.image_size", "synth.num_users", "ingest.image_size",
+             "ingest.max_pixels", "ingest.max_file_bytes", "ingest.min_image_side",
+             "ingest.max_caption_words"}
+_NON_NEGATIVE = {"synth.num_corrupt", "ingest.min_age_days", "ingest.num_shards",
+                 "ingest.near_duplicate_distance", "ingest.near_duplicate_colour_tolerance"}
+_FRACTIONS = {"synth.broken_share", "ingest.test_ratio", "ingest.edge_threshold"}
+
+
+def validate_value(key: str, value) -> None:
+    """Range checks that a type alone cannot express; the message names the key and the range."""
+    if key in _POSITIVE and value <= 0:
+        raise ConfigError(f"config key '{key}': {value!r} must be a positive integer")
+    if key in _NON_NEGATIVE and value < 0:
+        raise ConfigError(f"config key '{key}': {value!r} must be >= 0")
+    if key in _FRACTIONS and not 0.0 <= value < 1.0:
+        raise ConfigError(f"config key '{key}': {value!r} must be in [0, 1)")
+    if key == "ingest.max_aspect_ratio" and value < 1.0:
+        raise ConfigError(f"config key '{key}': {value!r} must be >= 1")
+    if key == "ingest.near_duplicate_distance" and value > 15:
+        raise ConfigError(f"config key '{key}': {value!r} must be <= 15 (of 64 hash bits)")
+    if key == "ingest.near_duplicate_colour_tolerance" and value > 255:
+        raise ConfigError(f"config key '{key}': {value!r} must be <= 255")
+    if key == "synth.image_size" and value < 32:
+        raise ConfigError(f"config key '{key}': {value!r} must be >= 32")
+
+
+def apply_overrides(config: Config, overrides: dict, origin: str) -> None:
+    """Applies a nested `{section: {key: value}}` dict; `origin` names its source in errors."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{origin}: expected an object of sections, got {type(overrides).__name__}")
+    for section, values in overrides.items():
+        if section.startswith("_"):  # comments in preset files
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: section '{section}' must be an object of keys")
+        for key, value in values.items():
+            try:
+                set_value(config, f"{section}.{key}", value)
+            except ConfigError as e:
+                raise ConfigError(f"{origin}: {e}") from None
+
+
+def load_preset(name_or_path: str) -> dict:
+    if name_or_path in PRESETS:
+        text = resources.files("pop_tf.presets").joinpath(f"{name_or_path}.json").read_text()
+        return json.loads(text)
+    if os.path.isfile(name_or_path):
+        with open(name_or_path) as f:
+            try:
+                return json.load(f)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"preset file {name_or_path}: not valid JSON ({e})") from None
+    raise ConfigError(
+        f"unknown preset '{name_or_path}'; use one of {', '.join(PRESETS)} or a JSON file path")
+
+
+def parse_set(pair: str, default_section: Optional[str] = None) -> tuple:
+    """Splits `key=value`; a key without a section belongs to `default_section` (a stage CLI's)."""
+    if "=" not in pair:
+        raise ConfigError(f"--set expects key=value, got '{pair}'")
+    key, value = pair.split("=", 1)
+    key = key.strip()
+    if "." not in key and default_section:
+        key = f"{default_section}.{key}"
+    return key, value
+
+
+def resolve(preset: Optional[str] = None, sets=(), default_section: Optional[str] = None,
+            overrides: Optional[dict] = None) -> Config:
+    """Defaults, then the preset, then `overrides` (from CLI flags), then `--set` pairs."""
+    config = Config()
+    if preset:
+        apply_overrides(config, load_preset(preset), f"preset '{preset}'")
+    if overrides:
+        apply_overrides(config, overrides, "command-line options")
+    for pair in sets:
+        key, value = parse_set(pair, default_section)
+        set_value(config, key, value)
+    return config
+
+
+def write_resolved(section_config, directory: str, filename: str = "config.json") -> str:
+    """Writes the resolved section config next to a stage's outputs (atomically); returns the path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, filename)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(to_dict(section_config), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,143 @@
+"""The TFRecord format of ingested posts: the only module that knows the feature keys.
+
+Ingest writes one `tf.train.Example` per accepted post with `encode_post`; Python readers use
+`decode_post` and tf.data pipelines use `parse_post` (a graph function over a batch or a single
+serialized example). Images are stored as PNG (lossless, so training sees exactly what ingest
+produced): the colour garment at the configured size and its edge map (single channel).
+"""
+
+import json
+
+import tensorflow as tf
+
+# Feature keys. Changing one is a format change: bump FORMAT_VERSION.
+FORMAT_VERSION = 1
+POST_ID = "post_id"
+USER_ID = "user_id"
+IMAGE_PNG = "image/png"
+EDGE_PNG = "edge/png"
+IMAGE_SIZE = "image/size"
+IMAGE_PATH = "image/path"
+LIKES = "likes"
+FOLLOWERS = "followers"  # -1: not given
+COMMENTS = "comments"  # -1: not given
+POSTED_AT = "posted_at"  # unix seconds, -1: not given
+DOWNLOADED_AT = "downloaded_at"  # unix seconds, -1: not given
+CAPTION = "caption"
+CONTENT_TYPE = "content_type"
+SPLIT = "split"
+PHASH = "image/phash"  # 64-bit perceptual hash, stored as a signed int64
+PIXEL_DIGEST = "image/sha256"
+SOURCE_INDEX = "source/index"  # record number in the metadata file (0-based)
+EXTRA_JSON = "extra_json"  # unknown input fields, carried through untouched
+VERSION = "format_version"
+
+_INT_FIELDS = (LIKES, FOLLOWERS, COMMENTS, POSTED_AT, DOWNLOADED_AT, IMAGE_SIZE, PHASH,
+               SOURCE_INDEX, VERSION)
+_BYTES_FIELDS = (POST_ID, USER_ID, IMAGE_PNG, EDGE_PNG, IMAGE_PATH, CAPTION, CONTENT_TYPE, SPLIT,
+                 PIXEL_DIGEST, EXTRA_JSON)
+_STRING_FIELDS = tuple(k for k in _BYTES_FIELDS if k not in (IMAGE_PNG, EDGE_PNG))
+
+# Python-side names of the post dict that `encode_post` takes and `decode_post` returns.
+_PY_NAMES = {
+    POST_ID: "post_id", USER_ID: "user_id", IMAGE_PNG: "image_png", EDGE_PNG: "edge_png",
+    IMAGE_SIZE: "image_size", IMAGE_PATH: "image", LIKES: "likes", FOLLOWERS: "followers",
+    COMMENTS: "comments", POSTED_AT: "posted_at_unix", DOWNLOADED_AT: "downloaded_at_unix",
+    CAPTION: "caption", CONTENT_TYPE: "content_type", SPLIT: "split", PHASH: "phash",
+    PIXEL_DIGEST: "pixel_digest", SOURCE_INDEX: "source_index", EXTRA_JSON: "extra",
+    VERSION: "format_version",
+}
+_DEFAULTS = {FOLLOWERS: -1, COMMENTS: -1, POSTED_AT: -1, DOWNLOADED_AT: -1}
+
+
+def _to_signed64(value: int) -> int:
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _to_unsigned64(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def encode_post(post: dict) -> bytes:
+    """Serializes a post dict (keys as returned by `decode_post`) to a tf.train.Example."""
+    feature = {}
+    for key in _INT_FIELDS:
+        name = _PY_NAMES[key]
+        if key == VERSION:
+            value = FORMAT_VERSION
+        elif key == PHASH:
+            value = _to_signed64(int(post[name]))
+        else:
+            value = post.get(name)
+            value = _DEFAULTS.get(key, 0) if value is None else int(value)
+        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    for key in _BYTES_FIELDS:
+        name = _PY_NAMES[key]
+        value = post.get(name)
+        if key == EXTRA_JSON:
+            value = json.dumps(value or {}, sort_keys=True, ensure_ascii=False)
+        if value is None:
+            value = b""
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString()
+
+
+def decode_post(serialized: bytes) -> dict:
+    """The inverse of `encode_post`, in plain Python (for tests, stats and Beam transforms)."""
+    example = tf.train.Example.FromString(serialized)
+    features = example.features.feature
+    post = {}
+    for key in _INT_FIELDS:
+        value = features[key].int64_list.value[0]
+        post[_PY_NAMES[key]] = _to_unsigned64(value) if key == PHASH else value
+    for key in _BYTES_FIELDS:
+        value = features[key].bytes_list.value[0]
+        if key in _STRING_FIELDS:
+            value = value.decode("utf-8")
+        post[_PY_NAMES[key]] = value
+    post["extra"] = json.loads(post["extra"])
+    for key, default in _DEFAULTS.items():
+        if post[_PY_NAMES[key]] == default:
+            post[_PY_NAMES[key]] = None
+    return post
+
+
+FEATURE_SPEC = {
+    **{key: tf.io.FixedLenFeature([], tf.int64) for key in _INT_FIELDS},
+    **{key: tf.io.FixedLenFeature([], tf.string) for key in _BYTES_FIELDS},
+}
+
+
+def parse_post(serialized: tf.Tensor, image_size: int) -> dict:
+    """Parses one serialized example into tensors for tf.data.
+
+    Returns `image` and `edge` as uint8 [S, S, 3] (the edge map is expanded to three channels
+    so both modalities feed the same networks), `likes`, `followers`, `post_id`, `user_id`,
+    `posted_at` and `split`.
+    """
+    parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
+    image = tf.io.decode_png(parsed[IMAGE_PNG], channels=3)
+    edge = tf.io.decode_png(parsed[EDGE_PNG], channels=3)
+    image = tf.ensure_shape(image, [image_size, image_size, 3])
+    edge = tf.ensure_shape(edge, [image_size, image_size, 3])
+    return {
+        "image": image,
+        "edge": edge,
+        "post_id": parsed[POST_ID],
+        "user_id": parsed[USER_ID],
+        "likes": parsed[LIKES],
+        "followers": parsed[FOLLOWERS],
+        "posted_at": parsed[POSTED_AT],
+        "split": parsed[SPLIT],
+    }
+
+
+def iter_serialized(pattern: str):
+    """Yields serialized examples from GZIP TFRecord files matching `pattern` (sorted order)."""
+    paths = sorted(tf.io.gfile.glob(pattern))
+    for path in paths:
+        for record in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
+            yield record

@@ -1,0 +1,400 @@
+"""Ingest stage: a Beam pipeline from posts (SPEC §3) to validated, split GZIP TFRecords.
+
+    metadata ─ read records ─ validate ─ dedupe post_id ─ paper filters ─ read + decode image ─
+      pad/resize, edge map, hashes ─ exact and near-duplicate removal ─ split by hash(post_id) ─
+      train-*.tfrecord.gz / test-*.tfrecord.gz         (every other record → rejects.jsonl)
+
+Sources and sinks go through Beam's FileSystems layer and `Create([path]) → FlatMap → Reshuffle`,
+which works on every runner (SPEC §2: `ReadFromText` fails on Dask). The job then counts what it
+wrote from the output files themselves, checks `accepted + rejected == input records`, and only
+then moves the outputs from a staging folder into place, so a killed or miscounted run never
+leaves outputs that look complete.
+"""
+
+import collections
+import datetime
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pop_tf import config as config_lib
+from pop_tf import records
+from pop_tf.beam import images, metadata, reasons
+from pop_tf.beam.options import pipeline_options
+from pop_tf.beam.reasons import Rejected
+from pop_tf.errors import PopTfError
+
+log = logging.getLogger("pop_tf.ingest")
+STAGE = "ingest"
+NAMESPACE = "pop_tf.ingest"
+REJECTS = "rejects.jsonl"
+STATS = "stats.json"
+SPLITS = ("train", "test")
+
+
+class IngestError(PopTfError):
+    """The job could not run, or its outputs failed the accounting check."""
+
+
+def find_metadata(dataset: str) -> str:
+    for name in metadata.METADATA_NAMES:
+        path = FileSystems.join(dataset, name)
+        if FileSystems.exists(path):
+            return path
+    raise IngestError(
+        f"no {' or '.join(metadata.METADATA_NAMES)} in dataset folder '{dataset}' (SPEC §3 input contract)")
+
+
+def read_file(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
+def split_of(post_id: str, test_ratio: float) -> str:
+    """Train or test by a hash of the post id: stable across runs, runners and dataset growth."""
+    bucket = int.from_bytes(hashlib.sha256(post_id.encode("utf-8")).digest()[:8], "big") / 2.0**64
+    return "test" if bucket < test_ratio else "train"
+
+
+def _reject(record_or_post, reason: str, message: str) -> dict:
+    """A `rejects.jsonl` entry for a RawRecord or a post dict (which carries its source)."""
+    Metrics.counter(NAMESPACE, f"rejected.{reason}").inc()
+    if isinstance(record_or_post, metadata.RawRecord):
+        return metadata.reject_entry(record_or_post, reason, message)
+    source = record_or_post["_source"]
+    return metadata.reject_entry(metadata.RawRecord(**source), reason, message,
+                                 post_id=record_or_post["post_id"])
+
+
+class ValidateFn(beam.DoFn):
+    """RawRecord → (post_id, post) or a tagged reject."""
+
+    def __init__(self, from_csv: bool, now_unix: float):
+        self.from_csv = from_csv
+        self.now_unix = now_unix
+
+    def process(self, record: metadata.RawRecord):
+        Metrics.counter(NAMESPACE, "records_read").inc()
+        if record.reason:
+            yield beam.pvalue.TaggedOutput("rejected", _reject(record, record.reason, record.message))
+            return
+        now = datetime.datetime.fromtimestamp(self.now_unix, datetime.timezone.utc)
+        try:
+            post = metadata.validate_record(record.fields, from_csv=self.from_csv, now=now)
+        except Rejected as e:
+            yield beam.pvalue.TaggedOutput("rejected", _reject(record, e.reason, e.message))
+            return
+        post["_source"] = {"index": record.index, "line": record.line, "text": record.text}
+        yield post["post_id"], post
+
+
+def first_by_index(key_and_posts, reason: str, describe):
+    """Keeps the post that came first in the input among those sharing a key; rejects the rest."""
+    _, posts = key_and_posts
+    posts = sorted(posts, key=lambda p: p["_source"]["index"])
+    yield posts[0]
+    for post in posts[1:]:
+        yield beam.pvalue.TaggedOutput("rejected", _reject(post, reason, describe(post, posts[0])))
+
+
+class FilterFn(beam.DoFn):
+    def __init__(self, filters: dict):
+        self.filters = filters
+
+    def process(self, post):
+        try:
+            yield metadata.apply_filters(post, **self.filters)
+        except Rejected as e:
+            yield beam.pvalue.TaggedOutput("rejected", _reject(post, e.reason, e.message))
+
+
+class LoadImageFn(beam.DoFn):
+    """Reads an image through FileSystems (never outside the root), decodes, resizes, hashes."""
+
+    def __init__(self, root: str, cfg: dict):
+        self.root = root
+        self.cfg = cfg
+        self._decoded = 0
+        self._started = None
+
+    def setup(self):
+        # Symlink escapes can only be checked on a local filesystem; remote object stores have
+        # no symlinks, and '..' was already refused when the record was validated.
+        local = FileSystems.get_scheme(self.root) in (None, "file")
+        self._local_root = os.path.realpath(self.root) if local else None
+
+    def _read(self, post) -> bytes:
+        path = FileSystems.join(self.root, post["image"])
+        if self._local_root is not None:
+            real = os.path.realpath(path)
+            if real != self._local_root and not real.startswith(self._local_root + os.sep):
+                raise Rejected(reasons.UNSAFE_PATH,
+                               f"image path '{post['image']}' resolves outside the dataset root (symlink)")
+            if os.path.isdir(real):
+                raise Rejected(reasons.NOT_AN_IMAGE, f"image path '{post['image']}' is a directory")
+        if not FileSystems.exists(path):
+            raise Rejected(reasons.MISSING_FILE, f"image file '{post['image']}' does not exist")
+        limit = self.cfg["max_file_bytes"]
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                data = f.read(limit + 1)  # one byte more tells "too large" without reading it all
+        except (OSError, IOError) as e:
+            raise Rejected(reasons.MISSING_FILE, f"image file '{post['image']}' could not be read: {e}") from None
+        if len(data) > limit:
+            raise Rejected(reasons.FILE_TOO_LARGE,
+                           f"image file is larger than the limit of {limit:,} bytes (ingest.max_file_bytes)")
+        return data
+
+    def process(self, post):
+        try:
+            data = self._read(post)
+            image = images.decode_image(
+                data, max_pixels=self.cfg["max_pixels"], max_file_bytes=self.cfg["max_file_bytes"],
+                min_side=self.cfg["min_image_side"], max_aspect=self.cfg["max_aspect_ratio"])
+        except Rejected as e:
+            yield beam.pvalue.TaggedOutput("rejected", _reject(post, e.reason, f"{e.message} ({post['image']})"))
+            return
+        pixels = images.pad_to_square_and_resize(image, self.cfg["image_size"])
+        edges = images.edge_map(pixels, threshold=self.cfg["edge_threshold"])
+        post = dict(post)
+        post.update(
+            image_png=images.encode_png(pixels), edge_png=images.encode_png(edges),
+            image_size=self.cfg["image_size"], phash=images.perceptual_hash(pixels),
+            pixel_digest=images.pixel_digest(pixels), _colour=images.colour_signature(pixels))
+        Metrics.counter(NAMESPACE, "images_decoded").inc()
+        self._decoded += 1
+        if self._started is None:
+            self._started = time.monotonic()
+        if self._decoded % 500 == 0:
+            rate = self._decoded / max(time.monotonic() - self._started, 1e-9)
+            log.info("ingest: %d images decoded by worker %d (%.1f images/s)", self._decoded, os.getpid(), rate)
+        yield post
+
+
+def near_duplicate_pairs(band_and_members, max_distance: int, colour_tolerance: int):
+    """(loser index, (winner index, winner post_id, distance)) for members of one LSH bucket.
+
+    Members are (index, post_id, phash, colour signature). A post loses when a post earlier in
+    the input is within `max_distance` hash bits and `colour_tolerance` colour levels of it, so
+    the survivor of a group of near-copies is always the first one in the input.
+    """
+    _, members = band_and_members
+    members = sorted(members)
+    for j, (index_j, _, hash_j, colour_j) in enumerate(members):
+        for index_i, post_id_i, hash_i, colour_i in members[:j]:
+            distance = images.hamming_distance(hash_i, hash_j)
+            if distance <= max_distance and images.colour_distance(colour_i, colour_j) <= colour_tolerance:
+                yield index_j, (index_i, post_id_i, distance)
+
+
+def resolve_near_duplicates(index_and_groups):
+    _, groups = index_and_groups
+    (post,) = groups["post"]
+    beaten_by = sorted(groups["beaten_by"])
+    if beaten_by:
+        winner_index, winner_id, distance = beaten_by[0]
+        yield beam.pvalue.TaggedOutput("rejected", _reject(
+            post, reasons.NEAR_DUPLICATE_IMAGE,
+            f"image is a near-duplicate (perceptual-hash distance {distance}) of post '{winner_id}' "
+            f"(record {winner_index}), which comes first in the input"))
+    else:
+        yield post
+
+
+def _to_output(post):
+    Metrics.counter(NAMESPACE, "accepted").inc()
+    out = {k: v for k, v in post.items() if not k.startswith("_")}
+    out["source_index"] = post["_source"]["index"]
+    return out
+
+
+def build_pipeline(p, *, metadata_path: str, root: str, staging: str, cfg: config_lib.IngestConfig,
+                   now_unix: float):
+    """Adds the ingest transforms to pipeline `p`; outputs land in `staging`."""
+    from_csv = metadata_path.endswith(".csv")
+    raw = (p
+           | "MetadataPath" >> beam.Create([metadata_path])
+           | "ReadRecords" >> beam.FlatMap(lambda path: metadata.iter_raw_records(path, read_file(path)))
+           | "Distribute" >> beam.Reshuffle())
+    validated = raw | "Validate" >> beam.ParDo(ValidateFn(from_csv, now_unix)).with_outputs("rejected", main="ok")
+    unique = (validated.ok
+              | "GroupByPostId" >> beam.GroupByKey()
+              | "FirstPostId" >> beam.FlatMap(
+                  first_by_index, reasons.DUPLICATE_POST_ID,
+                  lambda post, first: f"post_id '{post['post_id']}' already appeared on line {first['_source']['line']}"
+              ).with_outputs("rejected", main="ok"))
+    filters = dict(filter_age=cfg.filter_age, min_age_days=cfg.min_age_days,
+                   filter_caption=cfg.filter_caption, max_caption_words=cfg.max_caption_words)
+    filtered = unique.ok | "PaperFilters" >> beam.ParDo(FilterFn(filters)).with_outputs("rejected", main="ok")
+    loaded = (filtered.ok
+              | "LoadImages" >> beam.ParDo(LoadImageFn(root, config_lib.to_dict(cfg))).with_outputs("rejected", main="ok"))
+    rejected = [validated.rejected, unique.rejected, filtered.rejected, loaded.rejected]
+    accepted = loaded.ok
+    if cfg.dedupe_images:
+        exact = (loaded.ok
+                 | "KeyByPixels" >> beam.Map(lambda post: (post["pixel_digest"], post))
+                 | "GroupByPixels" >> beam.GroupByKey()
+                 | "FirstPixels" >> beam.FlatMap(
+                     first_by_index, reasons.DUPLICATE_IMAGE,
+                     lambda post, first: f"image has the same pixels as post '{first['post_id']}' (line {first['_source']['line']})"
+                 ).with_outputs("rejected", main="ok"))
+        by_index = exact.ok | "KeyByIndex" >> beam.Map(lambda post: (post["_source"]["index"], post))
+        beaten = (exact.ok
+                  | "HashBands" >> beam.FlatMap(
+                      lambda post, bands: [
+                          (band, (post["_source"]["index"], post["post_id"], post["phash"], post["_colour"]))
+                          for band in images.hash_bands(post["phash"], bands)],
+                      images.num_bands_for_distance(cfg.near_duplicate_distance))
+                  | "GroupByBand" >> beam.GroupByKey()
+                  | "ComparePairs" >> beam.FlatMap(near_duplicate_pairs, cfg.near_duplicate_distance,
+                                                   cfg.near_duplicate_colour_tolerance))
+        near = ({"post": by_index, "beaten_by": beaten}
+                | "JoinNearDuplicates" >> beam.CoGroupByKey()
+                | "ResolveNearDuplicates" >> beam.FlatMap(resolve_near_duplicates).with_outputs("rejected", main="ok"))
+        rejected += [exact.rejected, near.rejected]
+        accepted = near.ok
+    outputs = accepted | "ToOutput" >> beam.Map(_to_output)
+    parts = outputs | "Split" >> beam.Partition(
+        lambda post, _: SPLITS.index(split_of(post["post_id"], cfg.test_ratio)), len(SPLITS))
+    for split, part in zip(SPLITS, parts):
+        (part
+         | f"Tag{split}" >> beam.Map(lambda post, s=split: {**post, "split": s})
+         | f"Encode{split}" >> beam.Map(records.encode_post)
+         | f"Write{split}" >> beam.io.WriteToTFRecord(
+             os.path.join(staging, split), file_name_suffix=".tfrecord.gz",
+             compression_type=CompressionTypes.GZIP, num_shards=cfg.num_shards))
+    (rejected
+     | "AllRejects" >> beam.Flatten()
+     | "RejectJson" >> beam.Map(lambda entry: json.dumps(entry, ensure_ascii=False, sort_keys=True))
+     | "WriteRejects" >> beam.io.WriteToText(os.path.join(staging, "rejects"), file_name_suffix=".jsonl",
+                                              shard_name_template="", num_shards=1))
+
+
+def _count_outputs(staging: str) -> dict:
+    """Counts and summarises what the job wrote, read back from the files themselves."""
+    per_split = collections.Counter()
+    per_content_type = collections.Counter()
+    per_split_content_type = collections.defaultdict(collections.Counter)
+    post_ids = set()
+    for split in SPLITS:
+        for serialized in records.iter_serialized(os.path.join(staging, f"{split}-*.tfrecord.gz")):
+            post = records.decode_post(serialized)
+            per_split[split] += 1
+            content_type = post["content_type"] or "(none)"
+            per_content_type[content_type] += 1
+            per_split_content_type[split][content_type] += 1
+            post_ids.add(post["post_id"])
+    rejects = []
+    rejects_path = os.path.join(staging, REJECTS)
+    if os.path.exists(rejects_path):
+        with open(rejects_path, encoding="utf-8") as f:
+            rejects = [json.loads(line) for line in f if line.strip()]
+    return dict(per_split=per_split, per_content_type=per_content_type,
+                per_split_content_type=per_split_content_type, post_ids=post_ids, rejects=rejects)
+
+
+def _install(staging: str, output: str) -> None:
+    """Replaces the previous outputs with the staged ones (file renames on one filesystem)."""
+    for name in os.listdir(output):
+        if name.startswith(tuple(f"{s}-" for s in SPLITS)) or name in (REJECTS, STATS):
+            os.remove(os.path.join(output, name))
+    for name in sorted(os.listdir(staging)):
+        os.replace(os.path.join(staging, name), os.path.join(output, name))
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
+    """Runs the ingest job; returns the artifact paths. Raises IngestError with a sentence."""
+    if not cfg.input:
+        raise IngestError("ingest needs a dataset folder (--input or ingest.input)")
+    if not cfg.output:
+        raise IngestError("ingest needs an output folder (--output or ingest.output)")
+    options = pipeline_options(beam_args, cfg.runner)  # option typos fail before anything is written
+    metadata_path = find_metadata(cfg.input)
+    output = os.path.abspath(cfg.output)
+    try:
+        os.makedirs(output, exist_ok=True)
+        for name in os.listdir(output):  # staging folders of killed runs
+            if name.startswith(".staging-"):
+                shutil.rmtree(os.path.join(output, name), ignore_errors=True)
+        staging = os.path.join(output, f".staging-{uuid.uuid4().hex[:12]}")
+        os.makedirs(staging)
+    except OSError as e:
+        raise IngestError(f"cannot write to output folder '{output}': {e.strerror}") from None
+
+    input_records = sum(1 for _ in metadata.iter_raw_records(metadata_path, read_file(metadata_path)))
+    started = time.monotonic()
+    print(f"ingest: {input_records} records in {metadata_path} → {output} "
+          f"(image size {cfg.image_size}, runner {cfg.runner})", file=sys.stderr, flush=True)
+    now_unix = time.time()
+    with beam.Pipeline(options=options) as p:
+        build_pipeline(p, metadata_path=metadata_path, root=cfg.input, staging=staging, cfg=cfg,
+                       now_unix=now_unix)
+    result = getattr(p, "result", None)
+
+    counted = _count_outputs(staging)
+    accepted = sum(counted["per_split"].values())
+    rejected = len(counted["rejects"])
+    if accepted + rejected != input_records:
+        raise IngestError(
+            f"accounting check failed: {accepted} accepted + {rejected} rejected != {input_records} input "
+            f"records in {metadata_path}; the outputs were left in {staging} for inspection and nothing was installed")
+    per_reason = collections.Counter(entry["reason"] for entry in counted["rejects"])
+    # A stable order for people and diffs: rejects sorted by input position.
+    with open(os.path.join(staging, REJECTS), "w", encoding="utf-8") as f:
+        for entry in sorted(counted["rejects"], key=lambda e: e["index"]):
+            f.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+    stats = {
+        "input_records": input_records,
+        "accepted": accepted,
+        "rejected": rejected,
+        "per_reason": dict(sorted(per_reason.items())),
+        "per_split": {s: counted["per_split"][s] for s in SPLITS},
+        "per_content_type": dict(sorted(counted["per_content_type"].items())),
+        "per_split_content_type": {s: dict(sorted(counted["per_split_content_type"][s].items())) for s in SPLITS},
+        "image_size": cfg.image_size,
+        "metadata": metadata_path,
+        "format_version": records.FORMAT_VERSION,
+        "seconds": round(time.monotonic() - started, 2),
+        "counters": _counter_values(result),
+    }
+    with open(os.path.join(staging, STATS), "w") as f:
+        json.dump(stats, f, indent=2, sort_keys=True)
+        f.write("\n")
+    _install(staging, output)
+    config_lib.write_resolved(cfg, output)
+    print(f"ingest: done in {stats['seconds']:.1f}s: {accepted} accepted "
+          f"(train {stats['per_split']['train']}, test {stats['per_split']['test']}), {rejected} rejected "
+          f"{dict(per_reason.most_common())}", file=sys.stderr, flush=True)
+    return {
+        "output": output,
+        "train": sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith("train-")),
+        "test": sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith("test-")),
+        "rejects": os.path.join(output, REJECTS),
+        "stats": os.path.join(output, STATS),
+        "config": os.path.join(output, "config.json"),
+    }
+
+
+def _counter_values(result) -> dict:
+    if result is None:
+        return {}
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # some runners do not report metrics; the file counts above still hold
+        return {}
+    totals = collections.Counter()
+    for counter in counters:
+        if counter.key.metric.namespace == NAMESPACE:
+            totals[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return dict(sorted(totals.items()))
