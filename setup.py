@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "tensorflow>=2.21,<2.22",
     "keras>=3.10,<4",
     "apache-beam[tfrecord]>=2.77,<2.78",
+    "google-crc32c>=1.5",  # the fast CRC that Beam's TFRecord writer looks for
     "tensorflow-hub>=0.16.1,<0.17",
     "tf-keras>=2.21,<2.22",  # tensorflow_hub and Beam's TF RunInference import it
     "scikit-learn>=1.5,<2",

@@ -8,6 +8,7 @@ config and exit). Errors the user can fix are one sentence on stderr and a non-z
 import argparse
 import json
 import logging
+import os
 import sys
 
 from pop_tf import __version__
@@ -71,6 +72,11 @@ def cmd_run(args, extra) -> int:
     return 0
 
 
+def cmd_bench(args, extra) -> int:
+    from pop_tf import bench
+    return bench.main(extra)
+
+
 def _no_extra(extra) -> None:
     if extra:
         raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
@@ -99,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_ingest)
 
+    p = sub.add_parser("bench", help="measured speed figures (see `pop-tf bench --help`)", add_help=False)
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("run", help="run the pipeline's stages in order")
     p.add_argument("--workdir", required=True, help="folder for every stage's outputs")
     p.add_argument("--dataset", help="an existing dataset (default: synthesise one)")
@@ -108,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, oneDNN notes) are not
+    # for users of a command line; TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("apache_beam", "absl", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
