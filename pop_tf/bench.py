@@ -18,7 +18,9 @@ from pop_tf import config as config_lib
 
 
 def _plain_loop(dataset: str, output: str, size: int) -> int:
-    """The per-image work of ingest with no pipeline around it; returns the records handled."""
+    """The per-record work of ingest (validation, paper filters, and for the records that pass
+    them: read, decode, pad/resize, edge map, hashes, PNG encode, TFRecord write) with no
+    pipeline around it; returns the records handled."""
     import tensorflow as tf
 
     from pop_tf import records
@@ -33,7 +35,7 @@ def _plain_loop(dataset: str, output: str, size: int) -> int:
             if raw.fields is None:
                 continue
             try:
-                post = metadata.validate_record(raw.fields)
+                post = metadata.apply_filters(metadata.validate_record(raw.fields))
                 with open(os.path.join(dataset, post["image"]), "rb") as f:
                     image = images.decode_image(f.read())
             except (Rejected, OSError):
