@@ -6,6 +6,7 @@ config and exit). Errors the user can fix are one sentence on stderr and a non-z
 """
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -49,16 +50,24 @@ def cmd_synth(args, extra) -> int:
     return 0
 
 
-def cmd_ingest(args, beam_args) -> int:
-    cfg = config_lib.resolve(args.preset, args.sets, "ingest",
-                             _flag_overrides("ingest", args, ("input", "output", "image_size"))).ingest
-    if args.dry_run:
-        _print_config(cfg)
+def _beam_stage(stage: str, flags):
+    """A command for a Beam stage module `pop_tf.stages.<stage>`; unknown flags go to Beam."""
+
+    def command(args, beam_args) -> int:
+        cfg = getattr(config_lib.resolve(args.preset, args.sets, stage, _flag_overrides(stage, args, flags)), stage)
+        if args.dry_run:
+            _print_config(cfg)
+            return 0
+        module = importlib.import_module(f"pop_tf.stages.{stage}")
+        paths = module.run(cfg, beam_args)
+        print(json.dumps({k: v for k, v in paths.items() if k not in ("train", "test")}, indent=2))
         return 0
-    from pop_tf.stages import ingest
-    paths = ingest.run(cfg, beam_args)
-    print(json.dumps({k: v for k, v in paths.items() if k not in ("train", "test")}, indent=2))
-    return 0
+
+    return command
+
+
+cmd_ingest = _beam_stage("ingest", ("input", "output", "image_size"))
+cmd_pairs = _beam_stage("pairs", ("input", "output"))
 
 
 def cmd_run(args, extra) -> int:
@@ -104,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, dest="image_size")
     _common(p)
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("pairs", help="Beam job: ingested posts → popularity-discriminable image pairs, stats.json",
+                       epilog="Any other --flag is a Beam pipeline option, e.g. --runner=DataflowRunner "
+                              "or --direct_num_workers=2 --direct_running_mode=multi_processing.")
+    p.add_argument("--input", help="an ingest output folder (train-*/test-*.tfrecord.gz)")
+    p.add_argument("--output", help="output folder")
+    _common(p)
+    p.set_defaults(func=cmd_pairs)
 
     p = sub.add_parser("bench", help="measured speed figures (see `pop-tf bench --help`)", add_help=False)
     p.set_defaults(func=cmd_bench)

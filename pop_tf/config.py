@@ -73,11 +73,32 @@ class IngestConfig:
 
 
 @dataclasses.dataclass
+class PairsConfig:
+    """Popularity-discriminable image pairs (PDIPs) from ingested posts (SPEC §5, Ding et al.).
+
+    Two posts form a pair when they share a user, were posted within `window_days` of each
+    other, and their popularity `log(1 + likes) - log(1 + followers)` differs by at least
+    `min_log_margin`; each image takes part in at most `max_pairs_per_image` pairs, so no
+    image dominates. Pairs are built within each split (train pairs, held-out test pairs).
+    """
+
+    input: str = ""  # an ingest output folder
+    output: str = ""
+    window_days: float = 30.0
+    min_log_margin: float = 0.5
+    max_pairs_per_image: int = 5
+    seed: int = 0
+    num_shards: int = 0
+    runner: str = "FnApiRunner"
+
+
+@dataclasses.dataclass
 class Config:
     """All stage sections of one pop_tf run; `pop-tf run` and every stage CLI resolve this."""
 
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
+    pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)
 
 
 PRESETS = ("demo", "paper")
@@ -193,10 +214,10 @@ def set_value(config: Config, dotted_key: str, value) -> None:
     setattr(section_obj, key, converted)
 
 
-_POSITIVE = {"synth.num_posts", "synth.image_size", "synth.num_users", "ingest.image_size",
+_POSITIVE = {"pairs.max_pairs_per_image", "synth.num_posts", "synth.image_size", "synth.num_users", "ingest.image_size",
              "ingest.max_pixels", "ingest.max_file_bytes", "ingest.min_image_side",
              "ingest.max_caption_words"}
-_NON_NEGATIVE = {"synth.num_corrupt", "ingest.min_age_days", "ingest.num_shards",
+_NON_NEGATIVE = {"pairs.window_days", "pairs.min_log_margin", "pairs.num_shards", "synth.num_corrupt", "ingest.min_age_days", "ingest.num_shards",
                  "ingest.near_duplicate_distance", "ingest.near_duplicate_colour_tolerance"}
 _FRACTIONS = {"synth.broken_share", "ingest.test_ratio", "ingest.edge_threshold"}
 

@@ -54,7 +54,14 @@ def _run_ingest(config, workdir, dataset):
     return ingest.run(config.ingest)
 
 
-_RUNNERS = {"synth": _run_synth, "ingest": _run_ingest}
+def _run_pairs(config, workdir, dataset):
+    from pop_tf.stages import pairs
+    config.pairs.input = os.path.join(workdir, "ingest")
+    config.pairs.output = os.path.join(workdir, "pairs")
+    return pairs.run(config.pairs)
+
+
+_RUNNERS = {"synth": _run_synth, "ingest": _run_ingest, "pairs": _run_pairs}
 
 
 def run(config: config_lib.Config, workdir: str, dataset: str = None) -> dict:

@@ -141,3 +141,93 @@ def iter_serialized(pattern: str):
     for path in paths:
         for record in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
             yield record
+
+
+# Pair records (the pairs stage): one tf.train.Example per popularity-discriminable image pair,
+# A the more popular post. Both images' PNG bytes are inside, so the ranker reads one file and
+# never joins back to the post records; likes, followers and posting times of both posts are kept
+# so the pair rule can be checked from the file alone.
+PAIR_FORMAT_VERSION = 1
+PAIR_POST_ID_A = "a/post_id"
+PAIR_POST_ID_B = "b/post_id"
+PAIR_IMAGE_A = "a/image/png"
+PAIR_IMAGE_B = "b/image/png"
+PAIR_LIKES_A = "a/likes"
+PAIR_LIKES_B = "b/likes"
+PAIR_FOLLOWERS_A = "a/followers"  # -1: not given
+PAIR_FOLLOWERS_B = "b/followers"  # -1: not given
+PAIR_POSTED_AT_A = "a/posted_at"  # unix seconds
+PAIR_POSTED_AT_B = "b/posted_at"  # unix seconds
+PAIR_MARGIN = "margin"  # popularity(A) - popularity(B), float32
+# USER_ID, SPLIT and IMAGE_SIZE keep their post-record keys; VERSION holds PAIR_FORMAT_VERSION.
+
+_PAIR_INT_FIELDS = (PAIR_LIKES_A, PAIR_LIKES_B, PAIR_FOLLOWERS_A, PAIR_FOLLOWERS_B, PAIR_POSTED_AT_A,
+                    PAIR_POSTED_AT_B, IMAGE_SIZE, VERSION)
+_PAIR_BYTES_FIELDS = (PAIR_POST_ID_A, PAIR_POST_ID_B, USER_ID, SPLIT, PAIR_IMAGE_A, PAIR_IMAGE_B)
+_PAIR_STRING_FIELDS = (PAIR_POST_ID_A, PAIR_POST_ID_B, USER_ID, SPLIT)
+_PAIR_PY_NAMES = {
+    PAIR_POST_ID_A: "post_id_a", PAIR_POST_ID_B: "post_id_b", USER_ID: "user_id", SPLIT: "split",
+    PAIR_IMAGE_A: "image_png_a", PAIR_IMAGE_B: "image_png_b", PAIR_LIKES_A: "likes_a",
+    PAIR_LIKES_B: "likes_b", PAIR_FOLLOWERS_A: "followers_a", PAIR_FOLLOWERS_B: "followers_b",
+    PAIR_POSTED_AT_A: "posted_at_unix_a", PAIR_POSTED_AT_B: "posted_at_unix_b",
+    IMAGE_SIZE: "image_size", PAIR_MARGIN: "margin", VERSION: "format_version",
+}
+_PAIR_DEFAULTS = {PAIR_FOLLOWERS_A: -1, PAIR_FOLLOWERS_B: -1}
+
+
+def encode_pair(pair: dict) -> bytes:
+    """Serializes a pair dict (keys as returned by `decode_pair`) to a tf.train.Example."""
+    feature = {}
+    for key in _PAIR_INT_FIELDS:
+        value = PAIR_FORMAT_VERSION if key == VERSION else pair.get(_PAIR_PY_NAMES[key])
+        value = _PAIR_DEFAULTS.get(key, 0) if value is None else int(value)
+        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    for key in _PAIR_BYTES_FIELDS:
+        value = pair.get(_PAIR_PY_NAMES[key]) or b""
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+    feature[PAIR_MARGIN] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(pair["margin"])]))
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString()
+
+
+def decode_pair(serialized: bytes) -> dict:
+    """The inverse of `encode_pair` in plain Python; `margin` comes back rounded to float32."""
+    features = tf.train.Example.FromString(serialized).features.feature
+    pair = {}
+    for key in _PAIR_INT_FIELDS:
+        value = features[key].int64_list.value[0]
+        pair[_PAIR_PY_NAMES[key]] = None if _PAIR_DEFAULTS.get(key) == value else value
+    for key in _PAIR_BYTES_FIELDS:
+        value = features[key].bytes_list.value[0]
+        pair[_PAIR_PY_NAMES[key]] = value.decode("utf-8") if key in _PAIR_STRING_FIELDS else value
+    pair["margin"] = features[PAIR_MARGIN].float_list.value[0]
+    return pair
+
+
+PAIR_FEATURE_SPEC = {
+    **{key: tf.io.FixedLenFeature([], tf.int64) for key in _PAIR_INT_FIELDS},
+    **{key: tf.io.FixedLenFeature([], tf.string) for key in _PAIR_BYTES_FIELDS},
+    PAIR_MARGIN: tf.io.FixedLenFeature([], tf.float32),
+}
+
+
+def parse_pair(serialized: tf.Tensor, image_size: int) -> dict:
+    """Parses one serialized pair into tensors for tf.data.
+
+    Returns `image_a` (the more popular post's image) and `image_b` as uint8 [S, S, 3], `margin`
+    (float32, > 0), `post_id_a`, `post_id_b`, `user_id` and `split`.
+    """
+    parsed = tf.io.parse_single_example(serialized, PAIR_FEATURE_SPEC)
+    image_a = tf.ensure_shape(tf.io.decode_png(parsed[PAIR_IMAGE_A], channels=3), [image_size, image_size, 3])
+    image_b = tf.ensure_shape(tf.io.decode_png(parsed[PAIR_IMAGE_B], channels=3), [image_size, image_size, 3])
+    return {
+        "image_a": image_a,
+        "image_b": image_b,
+        "margin": parsed[PAIR_MARGIN],
+        "post_id_a": parsed[PAIR_POST_ID_A],
+        "post_id_b": parsed[PAIR_POST_ID_B],
+        "user_id": parsed[USER_ID],
+        "split": parsed[SPLIT],
+    }

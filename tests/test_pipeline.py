@@ -16,7 +16,7 @@ def _small(sets=()):
 def test_run_synth_then_ingest_and_skip_when_unchanged(tmp_path, capsys):
     workdir = tmp_path / "w"
     first = pipeline.run(_small(), str(workdir))
-    assert set(first) == {"synth", "ingest"}
+    assert set(first) == {"synth", "ingest", "pairs"}
     stats = json.loads(open(first["ingest"]["stats"]).read())
     assert stats["input_records"] == 120 and stats["accepted"] + stats["rejected"] == 120
     assert json.loads((workdir / "ingest" / "config.json").read_text())["image_size"] == 32
@@ -26,11 +26,12 @@ def test_run_synth_then_ingest_and_skip_when_unchanged(tmp_path, capsys):
     second = pipeline.run(_small(), str(workdir))
     assert second == first
     assert os.stat(first["ingest"]["stats"]).st_mtime_ns == stat_before
-    assert capsys.readouterr().err.count("skipped") == 2
+    assert capsys.readouterr().err.count("skipped") == 3
     # an ingest option changes: synth is kept, ingest reruns
     pipeline.run(_small(["ingest.filter_caption=false"]), str(workdir))
     err = capsys.readouterr().err
     assert "[synth] complete with the same inputs, skipped" in err and "[ingest] running" in err
+    assert "[pairs] running" in err  # its input changed
     stats = json.loads(open(first["ingest"]["stats"]).read())
     assert not any(reason.startswith("filter_caption") for reason in stats["per_reason"])
 

@@ -17,10 +17,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import time
-import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -33,6 +31,7 @@ from pop_tf.beam import images, metadata, reasons
 from pop_tf.beam.options import pipeline_options
 from pop_tf.beam.reasons import Rejected
 from pop_tf.errors import PopTfError
+from pop_tf.stages.staging import install, make_staging
 
 log = logging.getLogger("pop_tf.ingest")
 STAGE = "ingest"
@@ -303,16 +302,6 @@ def _count_outputs(staging: str) -> dict:
                 per_split_content_type=per_split_content_type, post_ids=post_ids, rejects=rejects)
 
 
-def _install(staging: str, output: str) -> None:
-    """Replaces the previous outputs with the staged ones (file renames on one filesystem)."""
-    for name in os.listdir(output):
-        if name.startswith(tuple(f"{s}-" for s in SPLITS)) or name in (REJECTS, STATS):
-            os.remove(os.path.join(output, name))
-    for name in sorted(os.listdir(staging)):
-        os.replace(os.path.join(staging, name), os.path.join(output, name))
-    shutil.rmtree(staging, ignore_errors=True)
-
-
 def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     """Runs the ingest job; returns the artifact paths. Raises IngestError with a sentence."""
     if not cfg.input:
@@ -322,15 +311,7 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     options = pipeline_options(beam_args, cfg.runner)  # option typos fail before anything is written
     metadata_path = find_metadata(cfg.input)
     output = os.path.abspath(cfg.output)
-    try:
-        os.makedirs(output, exist_ok=True)
-        for name in os.listdir(output):  # staging folders of killed runs
-            if name.startswith(".staging-"):
-                shutil.rmtree(os.path.join(output, name), ignore_errors=True)
-        staging = os.path.join(output, f".staging-{uuid.uuid4().hex[:12]}")
-        os.makedirs(staging)
-    except OSError as e:
-        raise IngestError(f"cannot write to output folder '{output}': {e.strerror}") from None
+    staging = make_staging(output)
 
     input_records = sum(1 for _ in metadata.iter_raw_records(metadata_path, read_file(metadata_path)))
     started = time.monotonic()
@@ -371,7 +352,7 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     with open(os.path.join(staging, STATS), "w") as f:
         json.dump(stats, f, indent=2, sort_keys=True)
         f.write("\n")
-    _install(staging, output)
+    install(staging, output, owned_prefixes=tuple(f"{s}-" for s in SPLITS), owned_names=(REJECTS, STATS))
     config_lib.write_resolved(cfg, output)
     print(f"ingest: done in {stats['seconds']:.1f}s: {accepted} accepted "
           f"(train {stats['per_split']['train']}, test {stats['per_split']['test']}), {rejected} rejected "

@@ -1,0 +1,308 @@
+"""Pairs stage: a Beam pipeline from ingested posts to popularity-discriminable image pairs.
+
+    ingest's train-*/test-*.tfrecord.gz ─ read shards ─ decode ─ key by (split, user) ─
+      GroupByKey ─ candidate pairs, capped seeded selection (pop_tf.beam.pairing) ─
+      encode both images ─ train_pairs-*.tfrecord.gz / test_pairs-*.tfrecord.gz
+
+Pairs are built within each split: train pairs only from train posts, held-out test pairs only
+from test posts, so the ranker's test accuracy is measured on images it never saw. The rule and
+the fair, seeded choice of pairs are documented in `pop_tf.beam.pairing`.
+
+Like ingest, the job reads with `Create([paths]) → FlatMap → Reshuffle` (works on every runner,
+SPEC §2), writes into a staging folder, counts what it wrote from the output files themselves,
+checks those counts against what the pipeline says it produced (a sink that silently loses records
+fails the job) and against ingest's own stats, and only then moves the outputs into place.
+
+`stats.json` (each count per split, `{"train": …, "test": …}`): `pairs`, `posts` (read from the
+ingest output), `posts_in_pairs` (posts in at least one pair), `posts_without_user` and
+`posts_without_date` (posts that cannot pair), `users` (users with at least one post that can
+pair), `candidate_pairs` (pairs the rule allows, before the per-image cap), `pairs_per_user`
+(min/median/max over users with pairs, and `per_user`), `max_pairs_per_image` (never above the
+cap), `images_at_cap`, `margin_histogram` (fixed bins of `bin_width`), plus `image_size`, `input`,
+the resolved `config`, `format_version` and `seconds`. Pair counts come from the written files.
+"""
+
+import collections
+import json
+import os
+import statistics
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pop_tf import config as config_lib
+from pop_tf import records
+from pop_tf.beam import pairing
+from pop_tf.beam.options import pipeline_options
+from pop_tf.errors import PopTfError
+from pop_tf.stages import ingest
+from pop_tf.stages.staging import install, make_staging
+
+STAGE = "pairs"
+NAMESPACE = "pop_tf.pairs"
+STATS = "stats.json"
+SPLITS = ingest.SPLITS
+OUTPUT_PREFIXES = {split: f"{split}_pairs" for split in SPLITS}
+# Counts the pipeline reports about itself, written next to the staged outputs and read back
+# by the driver: Beam metrics are not reported by every runner, files are.
+SUMMARY = "_summary"
+# Margin histogram: fixed bins, so the histograms of two runs or datasets can be compared bin by
+# bin; margins of 5 and more (a factor e^5 ≈ 150 in normalised likes) share the last bin.
+MARGIN_BIN_WIDTH = 0.25
+MARGIN_BINS = 20
+
+
+class PairsError(PopTfError):
+    """The job could not run, or its outputs failed the accounting check."""
+
+
+def find_input_shards(folder: str) -> dict:
+    """{split: sorted shard paths} of an ingest output folder; none at all is a PairsError."""
+    shards = {}
+    for split in SPLITS:
+        pattern = FileSystems.join(folder, f"{split}-*.tfrecord.gz")
+        shards[split] = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    if not any(shards.values()):
+        raise PairsError(
+            f"no ingest output (train-*.tfrecord.gz or test-*.tfrecord.gz) in '{folder}'; "
+            f"run `pop-tf ingest --output {folder}` first or point --input at an ingest output folder")
+    return shards
+
+
+def read_shard(split_and_path):
+    """(split, serialized post) for every record of one shard; the split comes from the file name."""
+    split, path = split_and_path
+    for serialized in records.iter_serialized(path):
+        yield split, serialized
+
+
+def _summary(split: str, name: str, count: int = 1):
+    return beam.pvalue.TaggedOutput("summary", ((split, name), count))
+
+
+def key_by_user(split_and_serialized):
+    """((split, user_id), post) for posts that can pair; summary counts for every post.
+
+    Only the fields a pair needs travel through the shuffle (not the edge map, caption, ...). A
+    post that cannot pair is counted under its first missing field: no user, then no date.
+    """
+    split, serialized = split_and_serialized
+    post = records.decode_post(serialized)
+    Metrics.counter(NAMESPACE, "posts_read").inc()
+    yield _summary(split, "posts")
+    if not post["user_id"]:
+        yield _summary(split, "posts_without_user")
+        return
+    if post["posted_at_unix"] is None:
+        yield _summary(split, "posts_without_date")
+        return
+    keep = ("post_id", "user_id", "likes", "followers", "posted_at_unix", "image_png", "image_size")
+    yield (split, post["user_id"]), {name: post[name] for name in keep}
+
+
+def pair_user_posts(key_and_posts, window_days: float, min_log_margin: float,
+                    max_pairs_per_image: int, seed: int):
+    """(split, encoded pair) for the pairs chosen among one user's posts of one split.
+
+    The pure functions sort what they are given, so the result does not depend on the order in
+    which the runner delivers the group.
+    """
+    (split, user_id), posts = key_and_posts
+    by_id = {post["post_id"]: post for post in posts}
+    candidates = pairing.candidate_pairs(by_id.values(), window_days, min_log_margin)
+    chosen = pairing.select_pairs(candidates, max_pairs_per_image, seed)
+    yield _summary(split, "users")
+    yield _summary(split, "candidate_pairs", len(candidates))
+    yield _summary(split, "pairs", len(chosen))
+    Metrics.counter(NAMESPACE, "pairs").inc(len(chosen))
+    for candidate in chosen:
+        a, b = by_id[candidate.post_id_a], by_id[candidate.post_id_b]
+        yield split, records.encode_pair({
+            "post_id_a": a["post_id"], "post_id_b": b["post_id"], "user_id": user_id, "split": split,
+            "image_png_a": a["image_png"], "image_png_b": b["image_png"],
+            "likes_a": a["likes"], "likes_b": b["likes"],
+            "followers_a": a["followers"], "followers_b": b["followers"],
+            "posted_at_unix_a": a["posted_at_unix"], "posted_at_unix_b": b["posted_at_unix"],
+            "image_size": a["image_size"], "margin": candidate.margin,
+        })
+
+
+def build_pipeline(p, *, shards: dict, staging: str, cfg: config_lib.PairsConfig):
+    """Adds the pairs transforms to pipeline `p`; outputs land in `staging`."""
+    paths = [(split, path) for split in SPLITS for path in shards[split]]
+    keyed = (p
+             | "ShardPaths" >> beam.Create(paths)
+             | "ReadShards" >> beam.FlatMap(read_shard)
+             | "Distribute" >> beam.Reshuffle()
+             | "KeyByUser" >> beam.FlatMap(key_by_user).with_outputs("summary", main="posts"))
+    paired = (keyed.posts
+              | "GroupByUser" >> beam.GroupByKey()
+              | "PairUserPosts" >> beam.FlatMap(
+                  pair_user_posts, cfg.window_days, cfg.min_log_margin, cfg.max_pairs_per_image, cfg.seed
+              ).with_outputs("summary", main="pairs"))
+    parts = paired.pairs | "Split" >> beam.Partition(lambda item, _: SPLITS.index(item[0]), len(SPLITS))
+    for split, part in zip(SPLITS, parts):
+        (part
+         | f"Drop{split}Key" >> beam.Map(lambda item: item[1])
+         | f"Write{split}" >> beam.io.WriteToTFRecord(
+             os.path.join(staging, OUTPUT_PREFIXES[split]), file_name_suffix=".tfrecord.gz",
+             compression_type=CompressionTypes.GZIP, num_shards=cfg.num_shards))
+    ((keyed.summary, paired.summary)
+     | "AllSummaries" >> beam.Flatten()
+     | "SumSummaries" >> beam.CombinePerKey(sum)
+     | "SummaryJson" >> beam.Map(lambda item: json.dumps({"split": item[0][0], "name": item[0][1], "count": item[1]}))
+     | "WriteSummary" >> beam.io.WriteToText(os.path.join(staging, SUMMARY), file_name_suffix=".jsonl",
+                                              shard_name_template="", num_shards=1))
+
+
+def _read_summary(staging: str) -> dict:
+    """{split: {name: count}} from the summary file the pipeline wrote (missing counts are 0)."""
+    summary = {split: collections.Counter() for split in SPLITS}
+    path = os.path.join(staging, SUMMARY + ".jsonl")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    entry = json.loads(line)
+                    summary[entry["split"]][entry["name"]] += entry["count"]
+    return summary
+
+
+def margin_bin(margin: float) -> int:
+    return min(int(margin // MARGIN_BIN_WIDTH), MARGIN_BINS)
+
+
+def _bin_label(index: int) -> str:
+    low = index * MARGIN_BIN_WIDTH
+    return f"[{low:.2f}, inf)" if index == MARGIN_BINS else f"[{low:.2f}, {low + MARGIN_BIN_WIDTH:.2f})"
+
+
+def _count_outputs(staging: str) -> dict:
+    """Per split: pairs, pairs per user and per image, margin bins and image sizes, from the files."""
+    counted = {}
+    for split in SPLITS:
+        per_user, per_image, bins = collections.Counter(), collections.Counter(), collections.Counter()
+        sizes = set()
+        pattern = os.path.join(staging, f"{OUTPUT_PREFIXES[split]}-*.tfrecord.gz")
+        for serialized in records.iter_serialized(pattern):
+            pair = records.decode_pair(serialized)
+            per_user[pair["user_id"]] += 1
+            per_image[pair["post_id_a"]] += 1
+            per_image[pair["post_id_b"]] += 1
+            bins[margin_bin(pair["margin"])] += 1
+            sizes.add(pair["image_size"])
+        counted[split] = dict(pairs=sum(per_user.values()), per_user=per_user, per_image=per_image,
+                              bins=bins, sizes=sizes)
+    return counted
+
+
+def _spread(counts) -> dict:
+    values = sorted(counts)
+    if not values:
+        return {"min": None, "median": None, "max": None}
+    return {"min": values[0], "median": statistics.median(values), "max": values[-1]}
+
+
+def _check(counted: dict, summary: dict, ingest_stats: dict, cfg, staging: str) -> None:
+    """Raises PairsError when the written files disagree with the pipeline or with ingest."""
+    problems = []
+    for split in SPLITS:
+        written, reported = counted[split]["pairs"], summary[split]["pairs"]
+        if written != reported:
+            problems.append(f"{written} {split} pairs in the files but the pipeline produced {reported}")
+        most = max(counted[split]["per_image"].values(), default=0)
+        if most > cfg.max_pairs_per_image:
+            problems.append(f"an image is in {most} {split} pairs, more than pairs.max_pairs_per_image="
+                            f"{cfg.max_pairs_per_image}")
+        expected = (ingest_stats.get("per_split") or {}).get(split)
+        if expected is not None and expected != summary[split]["posts"]:
+            problems.append(f"{summary[split]['posts']} {split} posts read but ingest's stats.json lists {expected}")
+    sizes = set().union(*(counted[split]["sizes"] for split in SPLITS))
+    if len(sizes) > 1:
+        problems.append(f"the ingest output mixes image sizes {sorted(sizes)}")
+    if problems:
+        raise PairsError(f"accounting check failed: {'; '.join(problems)}; the outputs were left in "
+                         f"{staging} for inspection and nothing was installed")
+
+
+def _read_ingest_stats(folder: str) -> dict:
+    """Ingest's stats.json, or {} when the folder has none (a hand-made or older ingest output)."""
+    path = FileSystems.join(folder, ingest.STATS)
+    if not FileSystems.exists(path):
+        return {}
+    try:
+        return json.loads(ingest.read_file(path))
+    except ValueError:
+        raise PairsError(f"ingest stats file '{path}' is not valid JSON") from None
+
+
+def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
+    """Runs the pairs job; returns the artifact paths. Raises PairsError with a sentence."""
+    if not cfg.input:
+        raise PairsError("pairs needs an ingest output folder (--input or pairs.input)")
+    if not cfg.output:
+        raise PairsError("pairs needs an output folder (--output or pairs.output)")
+    options = pipeline_options(beam_args, cfg.runner)  # option typos fail before anything is written
+    output = os.path.abspath(cfg.output)
+    if FileSystems.get_scheme(cfg.input) in (None, "file") and os.path.abspath(cfg.input) == output:
+        # Pairs' stats.json would replace ingest's in the same folder.
+        raise PairsError(f"pairs output folder '{output}' must differ from its ingest input folder")
+    shards = find_input_shards(cfg.input)
+    ingest_stats = _read_ingest_stats(cfg.input)
+    staging = make_staging(output)
+
+    started = time.monotonic()
+    print(f"pairs: {sum(map(len, shards.values()))} ingest shards in {cfg.input} → {output} "
+          f"(window {cfg.window_days:g} days, margin ≥ {cfg.min_log_margin:g}, ≤ {cfg.max_pairs_per_image} "
+          f"pairs per image, seed {cfg.seed}, runner {cfg.runner})", file=sys.stderr, flush=True)
+    with beam.Pipeline(options=options) as p:
+        build_pipeline(p, shards=shards, staging=staging, cfg=cfg)
+
+    summary = _read_summary(staging)
+    counted = _count_outputs(staging)
+    _check(counted, summary, ingest_stats, cfg, staging)
+    os.remove(os.path.join(staging, SUMMARY + ".jsonl"))
+    sizes = set().union(*(counted[split]["sizes"] for split in SPLITS))
+    stats = {
+        "pairs": {s: counted[s]["pairs"] for s in SPLITS},
+        "posts": {s: summary[s]["posts"] for s in SPLITS},
+        "posts_in_pairs": {s: len(counted[s]["per_image"]) for s in SPLITS},
+        "posts_without_user": {s: summary[s]["posts_without_user"] for s in SPLITS},
+        "posts_without_date": {s: summary[s]["posts_without_date"] for s in SPLITS},
+        "users": {s: summary[s]["users"] for s in SPLITS},
+        "candidate_pairs": {s: summary[s]["candidate_pairs"] for s in SPLITS},
+        "pairs_per_user": {s: {**_spread(counted[s]["per_user"].values()),
+                               "per_user": dict(sorted(counted[s]["per_user"].items()))} for s in SPLITS},
+        "max_pairs_per_image": {s: max(counted[s]["per_image"].values(), default=0) for s in SPLITS},
+        "images_at_cap": {s: sum(1 for n in counted[s]["per_image"].values() if n == cfg.max_pairs_per_image)
+                          for s in SPLITS},
+        "margin_histogram": {
+            "bin_width": MARGIN_BIN_WIDTH,
+            **{s: {_bin_label(i): counted[s]["bins"][i] for i in range(MARGIN_BINS + 1)} for s in SPLITS}},
+        "image_size": sizes.pop() if sizes else ingest_stats.get("image_size"),
+        "input": cfg.input,
+        "config": config_lib.to_dict(cfg),
+        "format_version": records.PAIR_FORMAT_VERSION,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    with open(os.path.join(staging, STATS), "w") as f:
+        json.dump(stats, f, indent=2, sort_keys=True)
+        f.write("\n")
+    install(staging, output, owned_prefixes=tuple(f"{prefix}-" for prefix in OUTPUT_PREFIXES.values()),
+            owned_names=(STATS,))
+    config_lib.write_resolved(cfg, output)
+    print(f"pairs: done in {stats['seconds']:.1f}s: {stats['pairs']['train']} train pairs from "
+          f"{stats['posts']['train']} posts, {stats['pairs']['test']} test pairs from {stats['posts']['test']} "
+          f"posts ({sum(stats['posts_without_user'].values())} posts without user)", file=sys.stderr, flush=True)
+    prefixes = {split: f"{OUTPUT_PREFIXES[split]}-" for split in SPLITS}
+    return {
+        "output": output,
+        **{split: sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith(prefixes[split]))
+           for split in SPLITS},
+        "stats": os.path.join(output, STATS),
+        "config": os.path.join(output, "config.json"),
+    }
