@@ -8,7 +8,7 @@ produced): the colour garment at the configured size and its edge map (single ch
 
 import json
 
-import tensorflow as tf
+from pop_tf import tf_example
 
 # Feature keys. Changing one is a format change: bump FORMAT_VERSION.
 FORMAT_VERSION = 1
@@ -70,7 +70,7 @@ def encode_post(post: dict) -> bytes:
         else:
             value = post.get(name)
             value = _DEFAULTS.get(key, 0) if value is None else int(value)
-        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        feature[key] = tf_example.Feature(int64_list=tf_example.Int64List(value=[value]))
     for key in _BYTES_FIELDS:
         name = _PY_NAMES[key]
         value = post.get(name)
@@ -80,14 +80,14 @@ def encode_post(post: dict) -> bytes:
             value = b""
         if isinstance(value, str):
             value = value.encode("utf-8")
-        feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
+        feature[key] = tf_example.Feature(bytes_list=tf_example.BytesList(value=[value]))
+    example = tf_example.Example(features=tf_example.Features(feature=feature))
     return example.SerializeToString()
 
 
 def decode_post(serialized: bytes) -> dict:
     """The inverse of `encode_post`, in plain Python (for tests, stats and Beam transforms)."""
-    example = tf.train.Example.FromString(serialized)
+    example = tf_example.Example.FromString(serialized)
     features = example.features.feature
     post = {}
     for key in _INT_FIELDS:
@@ -105,20 +105,25 @@ def decode_post(serialized: bytes) -> dict:
     return post
 
 
-FEATURE_SPEC = {
-    **{key: tf.io.FixedLenFeature([], tf.int64) for key in _INT_FIELDS},
-    **{key: tf.io.FixedLenFeature([], tf.string) for key in _BYTES_FIELDS},
-}
+def feature_spec() -> dict:
+    """The `tf.io.parse_example` spec of post records."""
+    import tensorflow as tf
+    return {
+        **{key: tf.io.FixedLenFeature([], tf.int64) for key in _INT_FIELDS},
+        **{key: tf.io.FixedLenFeature([], tf.string) for key in _BYTES_FIELDS},
+    }
 
 
-def parse_post(serialized: tf.Tensor, image_size: int) -> dict:
+def parse_post(serialized, image_size: int) -> dict:
     """Parses one serialized example into tensors for tf.data.
 
     Returns `image` and `edge` as uint8 [S, S, 3] (the edge map is expanded to three channels
     so both modalities feed the same networks), `likes`, `followers`, `post_id`, `user_id`,
     `posted_at` and `split`.
     """
-    parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
+    import tensorflow as tf  # imported where tensors are needed, not by the record builders
+
+    parsed = tf.io.parse_single_example(serialized, feature_spec())
     image = tf.io.decode_png(parsed[IMAGE_PNG], channels=3)
     edge = tf.io.decode_png(parsed[EDGE_PNG], channels=3)
     image = tf.ensure_shape(image, [image_size, image_size, 3])
@@ -137,6 +142,8 @@ def parse_post(serialized: tf.Tensor, image_size: int) -> dict:
 
 def iter_serialized(pattern: str):
     """Yields serialized examples from GZIP TFRecord files matching `pattern` (sorted order)."""
+    import tensorflow as tf  # imported where tensors are needed, not by the record builders
+
     paths = sorted(tf.io.gfile.glob(pattern))
     for path in paths:
         for record in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
@@ -181,20 +188,20 @@ def encode_pair(pair: dict) -> bytes:
     for key in _PAIR_INT_FIELDS:
         value = PAIR_FORMAT_VERSION if key == VERSION else pair.get(_PAIR_PY_NAMES[key])
         value = _PAIR_DEFAULTS.get(key, 0) if value is None else int(value)
-        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        feature[key] = tf_example.Feature(int64_list=tf_example.Int64List(value=[value]))
     for key in _PAIR_BYTES_FIELDS:
         value = pair.get(_PAIR_PY_NAMES[key]) or b""
         if isinstance(value, str):
             value = value.encode("utf-8")
-        feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-    feature[PAIR_MARGIN] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(pair["margin"])]))
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
+        feature[key] = tf_example.Feature(bytes_list=tf_example.BytesList(value=[value]))
+    feature[PAIR_MARGIN] = tf_example.Feature(float_list=tf_example.FloatList(value=[float(pair["margin"])]))
+    example = tf_example.Example(features=tf_example.Features(feature=feature))
     return example.SerializeToString()
 
 
 def decode_pair(serialized: bytes) -> dict:
     """The inverse of `encode_pair` in plain Python; `margin` comes back rounded to float32."""
-    features = tf.train.Example.FromString(serialized).features.feature
+    features = tf_example.Example.FromString(serialized).features.feature
     pair = {}
     for key in _PAIR_INT_FIELDS:
         value = features[key].int64_list.value[0]
@@ -206,20 +213,25 @@ def decode_pair(serialized: bytes) -> dict:
     return pair
 
 
-PAIR_FEATURE_SPEC = {
-    **{key: tf.io.FixedLenFeature([], tf.int64) for key in _PAIR_INT_FIELDS},
-    **{key: tf.io.FixedLenFeature([], tf.string) for key in _PAIR_BYTES_FIELDS},
-    PAIR_MARGIN: tf.io.FixedLenFeature([], tf.float32),
-}
+def pair_feature_spec() -> dict:
+    """The `tf.io.parse_example` spec of pair records."""
+    import tensorflow as tf
+    return {
+        **{key: tf.io.FixedLenFeature([], tf.int64) for key in _PAIR_INT_FIELDS},
+        **{key: tf.io.FixedLenFeature([], tf.string) for key in _PAIR_BYTES_FIELDS},
+        PAIR_MARGIN: tf.io.FixedLenFeature([], tf.float32),
+    }
 
 
-def parse_pair(serialized: tf.Tensor, image_size: int) -> dict:
+def parse_pair(serialized, image_size: int) -> dict:
     """Parses one serialized pair into tensors for tf.data.
 
     Returns `image_a` (the more popular post's image) and `image_b` as uint8 [S, S, 3], `margin`
     (float32, > 0), `post_id_a`, `post_id_b`, `user_id` and `split`.
     """
-    parsed = tf.io.parse_single_example(serialized, PAIR_FEATURE_SPEC)
+    import tensorflow as tf  # imported where tensors are needed, not by the record builders
+
+    parsed = tf.io.parse_single_example(serialized, pair_feature_spec())
     image_a = tf.ensure_shape(tf.io.decode_png(parsed[PAIR_IMAGE_A], channels=3), [image_size, image_size, 3])
     image_b = tf.ensure_shape(tf.io.decode_png(parsed[PAIR_IMAGE_B], channels=3), [image_size, image_size, 3])
     return {

@@ -63,3 +63,25 @@ def test_iter_serialized_reads_gzip_shards(tmp_path):
                 writer.write(records.encode_post({**post, "post_id": f"p{shard}{i}"}))
     ids = [records.decode_post(s)["post_id"] for s in records.iter_serialized(str(tmp_path / "train-*"))]
     assert ids == ["p00", "p01", "p02", "p10", "p11", "p12"]
+
+
+def test_records_are_wire_compatible_with_tf_train_example():
+    post, _, _ = _post()
+    serialized = records.encode_post(post)
+    example = tf.train.Example.FromString(serialized)
+    assert example.features.feature[records.POST_ID].bytes_list.value[0] == "p-ü1".encode()
+    assert example.features.feature[records.PHASH].int64_list.value[0] == -5  # signed storage
+    assert records.decode_post(example.SerializeToString())["phash"] == (1 << 64) - 5
+
+
+def test_beam_side_of_the_format_does_not_import_tensorflow():
+    """Beam workers build records without paying TensorFlow's multi-second import."""
+    import subprocess
+    import sys
+    code = ("import sys; import pop_tf.stages.ingest, pop_tf.stages.pairs; "
+            "from pop_tf import records; records.decode_post(records.encode_post("
+            "{'post_id': 'x', 'phash': 1, 'image_png': b'', 'edge_png': b''})); "
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
