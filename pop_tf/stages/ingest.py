@@ -326,6 +326,10 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     counted = _count_outputs(staging)
     accepted = sum(counted["per_split"].values())
     rejected = len(counted["rejects"])
+    if len(counted["post_ids"]) != accepted:
+        raise IngestError(
+            f"accounting check failed: {accepted} records written but only {len(counted['post_ids'])} distinct "
+            f"post_ids; the outputs were left in {staging} for inspection and nothing was installed")
     if accepted + rejected != input_records:
         raise IngestError(
             f"accounting check failed: {accepted} accepted + {rejected} rejected != {input_records} input "
