@@ -91,6 +91,10 @@ def _no_extra(extra) -> None:
         raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
 
 
+_BEAM_EPILOG = ("Any other --flag is a Beam pipeline option, e.g. --runner=DataflowRunner "
+                "or --direct_num_workers=2 --direct_running_mode=multi_processing.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pop-tf", description="Popularity-driven, diverse garment image generation (TensorFlow).")
@@ -106,8 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", help="Beam job: posts → validated TFRecords, rejects.jsonl, stats.json",
-                       epilog="Any other --flag is a Beam pipeline option, e.g. --runner=DataflowRunner "
-                              "or --direct_num_workers=2 --direct_running_mode=multi_processing.")
+                       epilog=_BEAM_EPILOG)
     p.add_argument("--input", help="dataset folder with metadata.jsonl or metadata.csv")
     p.add_argument("--output", help="output folder")
     p.add_argument("--image-size", type=int, dest="image_size")
@@ -115,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("pairs", help="Beam job: ingested posts → popularity-discriminable image pairs, stats.json",
-                       epilog="Any other --flag is a Beam pipeline option, e.g. --runner=DataflowRunner "
-                              "or --direct_num_workers=2 --direct_running_mode=multi_processing.")
+                       epilog=_BEAM_EPILOG)
     p.add_argument("--input", help="an ingest output folder (train-*/test-*.tfrecord.gz)")
     p.add_argument("--output", help="output folder")
     _common(p)
