@@ -50,24 +50,28 @@ def cmd_synth(args, extra) -> int:
     return 0
 
 
-def _beam_stage(stage: str, flags):
-    """A command for a Beam stage module `pop_tf.stages.<stage>`; unknown flags go to Beam."""
+def _stage(stage: str, flags, beam: bool = True):
+    """A command for a stage module `pop_tf.stages.<stage>`; for Beam stages unknown flags go to Beam."""
 
     def command(args, beam_args) -> int:
+        if not beam:
+            _no_extra(beam_args)
         cfg = getattr(config_lib.resolve(args.preset, args.sets, stage, _flag_overrides(stage, args, flags)), stage)
         if args.dry_run:
             _print_config(cfg)
             return 0
         module = importlib.import_module(f"pop_tf.stages.{stage}")
-        paths = module.run(cfg, beam_args)
+        paths = module.run(cfg, beam_args) if beam else module.run(cfg)
         print(json.dumps({k: v for k, v in paths.items() if k not in ("train", "test")}, indent=2))
         return 0
 
     return command
 
 
-cmd_ingest = _beam_stage("ingest", ("input", "output", "image_size"))
-cmd_pairs = _beam_stage("pairs", ("input", "output"))
+cmd_ingest = _stage("ingest", ("input", "output", "image_size"))
+cmd_pairs = _stage("pairs", ("input", "output"))
+cmd_score = _stage("score", ("input", "model", "output"), beam=False)
+cmd_cluster = _stage("cluster", ("input", "output"), beam=False)
 
 
 def cmd_run(args, extra) -> int:
@@ -77,7 +81,7 @@ def cmd_run(args, extra) -> int:
     if args.dry_run:
         print(json.dumps(config_lib.to_dict(config), indent=2, sort_keys=True))
         return 0
-    pipeline.run(config, workdir=args.workdir, dataset=args.dataset)
+    pipeline.run(config, workdir=args.workdir, dataset=args.dataset, until=args.until)
     return 0
 
 
@@ -124,12 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_pairs)
 
+    p = sub.add_parser("score", help="score every ingested image with the ranker; domain labels for the translator")
+    p.add_argument("--input", help="an ingest output folder (train-*/test-*.tfrecord.gz)")
+    p.add_argument("--model", help="a ranker SavedModel folder (e.g. WORKDIR/train_ranker/saved_model)")
+    p.add_argument("--output", help="output folder")
+    _common(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("cluster", help="EfficientNet-B0 features, k-means, cluster statistics, clusterer SavedModel")
+    p.add_argument("--input", help="an ingest output folder (train-*/test-*.tfrecord.gz)")
+    p.add_argument("--output", help="output folder")
+    _common(p)
+    p.set_defaults(func=cmd_cluster)
+
     p = sub.add_parser("bench", help="measured speed figures (see `pop-tf bench --help`)", add_help=False)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="run the pipeline's stages in order")
     p.add_argument("--workdir", required=True, help="folder for every stage's outputs")
     p.add_argument("--dataset", help="an existing dataset (default: synthesise one)")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage")
     _common(p)
     p.set_defaults(func=cmd_run)
     return parser

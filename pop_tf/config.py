@@ -93,12 +93,91 @@ class PairsConfig:
 
 
 @dataclasses.dataclass
+class RankerConfig:
+    """The siamese popularity ranker (SPEC §5, Ding et al. 2019) and its training run.
+
+    `backbone="resnet50"` is the paper's keras.applications ResNet50 (include_top=False, average
+    pool); `backbone="small"` is a compact residual network of the same shape (stem, four stages
+    of residual blocks, average pool) for CPU demos, `small_width` channels in its first stage.
+    Images are scaled to [0, 1] without mean/std normalisation, as in Ding's released model.
+    `weights` is `imagenet`, `none`, a local weights file, or `hub:<handle or module dir>`.
+    """
+
+    input: str = ""  # a pairs output folder
+    images: str = ""  # the ingest output folder (held-out images for the truth metrics)
+    truth: str = ""  # optional truth.jsonl (post_id, intrinsic) for Kendall tau / Spearman
+    output: str = ""
+    logdir: str = ""  # TensorBoard; default <output>/../logs/train_ranker
+    backbone: Literal["resnet50", "small"] = "resnet50"
+    weights: str = "imagenet"
+    small_width: int = 32
+    image_size: int = 256
+    batch_size: int = 64
+    epochs: int = 10
+    steps_per_epoch: int = 0  # 0: one pass over the training pairs
+    backbone_learning_rate: float = 1e-5
+    head_learning_rate: float = 1e-4
+    # Paper: constant rates, no weight decay. "cosine" decays both rates to 0 over the run.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = 0.0  # > 0: AdamW with this decoupled decay
+    flip: bool = True
+    max_shift: float = 0.0  # random translation, as a fraction of the side (white fill)
+    shuffle_buffer: int = 2048
+    checkpoint_every: int = 100  # steps
+    num_logged_images: int = 8
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class ScoreConfig:
+    """Batch scoring of every ingested image with the trained ranker, and domain labels.
+
+    A post is `popular` when its score is at or above the `popular_quantile` of the training
+    split's scores and `unpopular` at or below the `unpopular_quantile`; posts in between get no
+    popularity domain (the translator trains on the two clear ends). With `threshold` set, a
+    single score threshold replaces the quantiles.
+    """
+
+    input: str = ""  # the ingest output folder
+    model: str = ""  # a ranker SavedModel folder
+    output: str = ""
+    batch_size: int = 64
+    unpopular_quantile: float = 0.4
+    popular_quantile: float = 0.6
+    threshold: Optional[float] = None
+
+
+@dataclasses.dataclass
+class ClusterConfig:
+    """EfficientNet-B0 features, k-means and per-cluster statistics (SPEC §5, Suzuki et al. 2022).
+
+    Features: EfficientNetB0 (include_top=False) at `feature_size` → 7×7×1280 → mean over
+    channels → 49-d (for another size, (size/32)² dims). Clusters with n ≤ 49 members keep the
+    n−1 features of largest variance over the training set; `covariance_epsilon` × the mean
+    variance is added to every Σ diagonal so its inverse is stable.
+    """
+
+    input: str = ""  # the ingest output folder
+    output: str = ""
+    weights: str = "imagenet"
+    feature_size: int = 224
+    num_clusters: int = 10
+    covariance_epsilon: float = 1e-3
+    batch_size: int = 32
+    examples_per_cluster: int = 8
+    seed: int = 0
+
+
+@dataclasses.dataclass
 class Config:
     """All stage sections of one pop_tf run; `pop-tf run` and every stage CLI resolve this."""
 
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
     pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)
+    train_ranker: RankerConfig = dataclasses.field(default_factory=RankerConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
 
 
 PRESETS = ("demo", "paper")
@@ -216,16 +295,21 @@ def set_value(config: Config, dotted_key: str, value) -> None:
 
 _POSITIVE = {"pairs.max_pairs_per_image", "synth.num_posts", "synth.image_size", "synth.num_users", "ingest.image_size",
              "ingest.max_pixels", "ingest.max_file_bytes", "ingest.min_image_side",
-             "ingest.max_caption_words"}
+             "ingest.max_caption_words", "train_ranker.small_width", "train_ranker.image_size",
+             "train_ranker.batch_size", "train_ranker.epochs", "train_ranker.checkpoint_every",
+             "train_ranker.shuffle_buffer", "train_ranker.backbone_learning_rate",
+             "train_ranker.head_learning_rate", "score.batch_size", "cluster.feature_size",
+             "cluster.num_clusters", "cluster.batch_size", "cluster.covariance_epsilon"}
 _NON_NEGATIVE = {"pairs.window_days", "pairs.min_log_margin", "pairs.num_shards", "synth.num_corrupt", "ingest.min_age_days", "ingest.num_shards",
-                 "ingest.near_duplicate_distance", "ingest.near_duplicate_colour_tolerance"}
-_FRACTIONS = {"synth.broken_share", "ingest.test_ratio", "ingest.edge_threshold"}
+                 "ingest.near_duplicate_distance", "ingest.near_duplicate_colour_tolerance", "train_ranker.steps_per_epoch",
+                 "train_ranker.num_logged_images", "train_ranker.weight_decay", "cluster.examples_per_cluster"}
+_FRACTIONS = {"synth.broken_share", "ingest.test_ratio", "ingest.edge_threshold", "train_ranker.max_shift"}
 
 
 def validate_value(key: str, value) -> None:
     """Range checks that a type alone cannot express; the message names the key and the range."""
     if key in _POSITIVE and value <= 0:
-        raise ConfigError(f"config key '{key}': {value!r} must be a positive integer")
+        raise ConfigError(f"config key '{key}': {value!r} must be > 0")
     if key in _NON_NEGATIVE and value < 0:
         raise ConfigError(f"config key '{key}': {value!r} must be >= 0")
     if key in _FRACTIONS and not 0.0 <= value < 1.0:
@@ -236,6 +320,10 @@ def validate_value(key: str, value) -> None:
         raise ConfigError(f"config key '{key}': {value!r} must be <= 15 (of 64 hash bits)")
     if key == "ingest.near_duplicate_colour_tolerance" and value > 255:
         raise ConfigError(f"config key '{key}': {value!r} must be <= 255")
+    if key in ("score.unpopular_quantile", "score.popular_quantile") and not 0.0 <= value <= 1.0:
+        raise ConfigError(f"config key '{key}': {value!r} must be in [0, 1]")
+    if key == "cluster.feature_size" and value % 32:
+        raise ConfigError(f"config key '{key}': {value!r} must be a multiple of 32 (EfficientNet's stride)")
     if key == "synth.image_size" and value < 32:
         raise ConfigError(f"config key '{key}': {value!r} must be >= 32")
 

@@ -114,16 +114,16 @@ def feature_spec() -> dict:
     }
 
 
-def parse_post(serialized, image_size: int) -> dict:
+def parse_post(serialized, image_size: int, scored: bool = False) -> dict:
     """Parses one serialized example into tensors for tf.data.
 
     Returns `image` and `edge` as uint8 [S, S, 3] (the edge map is expanded to three channels
     so both modalities feed the same networks), `likes`, `followers`, `post_id`, `user_id`,
-    `posted_at` and `split`.
+    `posted_at` and `split`; with `scored`, also the score stage's `score` and `domain`.
     """
     import tensorflow as tf  # imported where tensors are needed, not by the record builders
 
-    parsed = tf.io.parse_single_example(serialized, feature_spec())
+    parsed = tf.io.parse_single_example(serialized, scored_feature_spec() if scored else feature_spec())
     image = tf.io.decode_png(parsed[IMAGE_PNG], channels=3)
     edge = tf.io.decode_png(parsed[EDGE_PNG], channels=3)
     image = tf.ensure_shape(image, [image_size, image_size, 3])
@@ -137,7 +137,41 @@ def parse_post(serialized, image_size: int) -> dict:
         "followers": parsed[FOLLOWERS],
         "posted_at": parsed[POSTED_AT],
         "split": parsed[SPLIT],
+        **({"score": parsed[SCORE], "domain": parsed[DOMAIN]} if scored else {}),
     }
+
+
+# Scored post records (the score stage): a post record plus the ranker's score and the
+# popularity domain it gives the translator ("popular", "unpopular", or "" for the middle).
+SCORE = "popularity/score"
+DOMAIN = "popularity/domain"
+DOMAINS = ("unpopular", "popular")
+
+
+def add_score(serialized: bytes, score: float, domain: str) -> bytes:
+    """A post record with the ranker's `score` and popularity `domain` added."""
+    if domain not in DOMAINS + ("",):
+        raise ValueError(f"domain must be one of {DOMAINS} or '', got {domain!r}")
+    example = tf_example.Example.FromString(serialized)
+    features = example.features.feature
+    features[SCORE].float_list.value[:] = [float(score)]
+    features[DOMAIN].bytes_list.value[:] = [domain.encode("utf-8")]
+    return example.SerializeToString()
+
+
+def decode_scored_post(serialized: bytes) -> dict:
+    """`decode_post` plus `score` (float32-rounded) and `domain`."""
+    post = decode_post(serialized)
+    features = tf_example.Example.FromString(serialized).features.feature
+    post["score"] = features[SCORE].float_list.value[0]
+    post["domain"] = features[DOMAIN].bytes_list.value[0].decode("utf-8")
+    return post
+
+
+def scored_feature_spec() -> dict:
+    import tensorflow as tf
+    return {**feature_spec(), SCORE: tf.io.FixedLenFeature([], tf.float32),
+            DOMAIN: tf.io.FixedLenFeature([], tf.string)}
 
 
 def iter_serialized(pattern: str):

@@ -5,6 +5,7 @@ trainer that has not landed yet says so and exits with status 2 instead of prete
 """
 
 import argparse
+import json
 import sys
 
 TRAINERS = {
@@ -38,6 +39,35 @@ def main(argv=None) -> int:
               f"(tracked in issue {issue}); nothing was trained or written.", file=sys.stderr)
         return 2
     return sys.modules[module].main(sys.argv[1:] if argv is None else argv)
+
+
+def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
+    """The shared CLI of the training stages: resolve the section's config, run it, report errors.
+
+    Paths default to their places in `--workdir` (`workdir_defaults(workdir)`); the preset and
+    `--set` override them like any other key.
+    """
+    from pop_tf import config as config_lib
+    from pop_tf.errors import PopTfError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == model:
+        argv = argv[1:]
+    parser = build_parser()
+    args = parser.parse_args([model, *argv])
+    try:
+        config = config_lib.resolve(args.preset, args.sets, default_section=section,
+                                    overrides={section: workdir_defaults(args.workdir)})
+        section_config = getattr(config, section)
+        if args.dry_run:
+            print(json.dumps(config_lib.to_dict(section_config), indent=2, sort_keys=True))
+            return 0
+        paths = run(section_config)
+    except PopTfError as e:
+        print(f"python -m pop_tf.train {model}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(json.dumps(paths, indent=2, sort_keys=True))
+    return 0
 
 
 if __name__ == "__main__":

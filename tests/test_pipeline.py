@@ -5,8 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from pop_tf import config as config_lib
 from pop_tf import pipeline
+from tests.conftest import tiny_config
 
 
 def _small(sets=()):
@@ -15,7 +18,7 @@ def _small(sets=()):
 
 def test_run_synth_then_ingest_and_skip_when_unchanged(tmp_path, capsys):
     workdir = tmp_path / "w"
-    first = pipeline.run(_small(), str(workdir))
+    first = pipeline.run(_small(), str(workdir), until="pairs")
     assert set(first) == {"synth", "ingest", "pairs"}
     stats = json.loads(open(first["ingest"]["stats"]).read())
     assert stats["input_records"] == 120 and stats["accepted"] + stats["rejected"] == 120
@@ -23,12 +26,12 @@ def test_run_synth_then_ingest_and_skip_when_unchanged(tmp_path, capsys):
     assert json.loads((workdir / "synth" / "config.json").read_text())["num_posts"] == 120
     capsys.readouterr()
     stat_before = os.stat(first["ingest"]["stats"]).st_mtime_ns
-    second = pipeline.run(_small(), str(workdir))
+    second = pipeline.run(_small(), str(workdir), until="pairs")
     assert second == first
     assert os.stat(first["ingest"]["stats"]).st_mtime_ns == stat_before
     assert capsys.readouterr().err.count("skipped") == 3
     # an ingest option changes: synth is kept, ingest reruns
-    pipeline.run(_small(["ingest.filter_caption=false"]), str(workdir))
+    pipeline.run(_small(["ingest.filter_caption=false"]), str(workdir), until="pairs")
     err = capsys.readouterr().err
     assert "[synth] complete with the same inputs, skipped" in err and "[ingest] running" in err
     assert "[pairs] running" in err  # its input changed
@@ -43,3 +46,25 @@ def test_run_cli_dry_run_prints_every_section(tmp_path):
     resolved = json.loads(result.stdout)
     assert resolved["ingest"]["image_size"] == 256 and resolved["synth"]["image_size"] == 256
     assert not (tmp_path / "w").exists()
+
+
+def test_run_trains_scores_and_clusters_then_skips(tmp_path, capsys):
+    workdir = tmp_path / "w"
+    results = pipeline.run(tiny_config(), str(workdir), until="cluster")
+    assert set(results) == {"synth", "ingest", "pairs", "train_ranker", "score", "cluster"}
+    metrics = json.loads(open(results["train_ranker"]["metrics"]).read())
+    assert "kendall_tau" in metrics  # the synthetic dataset's truth file was found
+    assert os.path.isfile(results["score"]["scores"]) and os.path.isfile(results["cluster"]["clusters"])
+    assert (workdir / "logs" / "train_ranker").is_dir()
+    capsys.readouterr()
+    pipeline.run(tiny_config(), str(workdir), until="cluster")
+    assert capsys.readouterr().err.count("skipped") == 6
+    # a score option reruns score only (cluster does not read its outputs)
+    pipeline.run(tiny_config("score.popular_quantile=0.8"), str(workdir), until="cluster")
+    err = capsys.readouterr().err
+    assert "[train_ranker] complete with the same inputs, skipped" in err and "[score] running" in err
+
+
+def test_until_names_a_stage():
+    with pytest.raises(config_lib.ConfigError, match="--until 'evaluat' is not a stage"):
+        pipeline.run(tiny_config(), "/nonexistent", until="evaluat")

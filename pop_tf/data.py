@@ -1,0 +1,125 @@
+"""tf.data readers over pop_tf's TFRecords: parse, decode, augment, batch.
+
+Files are read in parallel, records parsed and PNGs decoded with `AUTOTUNE` parallelism, and
+batches prefetched, so the train step never waits on Python. Randomness (shuffle order, A/B
+swaps, flips) is derived from a seed: the same seed gives the same batches on CPU.
+"""
+
+import tensorflow as tf
+
+from pop_tf import records
+from pop_tf.errors import PopTfError
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class DataError(PopTfError):
+    """Input files that are missing or hold no records; the message names the pattern."""
+
+
+def list_files(pattern: str, what: str) -> list:
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise DataError(f"no {what} files match {pattern}; run the stage that writes them first")
+    return files
+
+
+def count_records(pattern: str) -> int:
+    """Number of records in the GZIP TFRecord files matching `pattern` (a cheap full read)."""
+    dataset = tf.data.TFRecordDataset(list_files(pattern, "record"), compression_type="GZIP")
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
+def _records(files, parallel: bool):
+    return tf.data.TFRecordDataset(files, compression_type="GZIP",
+                                   num_parallel_reads=AUTOTUNE if parallel else None)
+
+
+def _resize(images, image_size: int, stored_size: int):
+    if image_size == stored_size:
+        return images
+    return tf.cast(tf.clip_by_value(tf.round(tf.image.resize(images, (image_size, image_size), antialias=True)),
+                                    0, 255), tf.uint8)
+
+
+def _shift(image, draws, max_shift: float):
+    """Translates an [S, S, 3] uint8 image by up to ±max_shift·S pixels per axis, white fill."""
+    size = image.shape[0]
+    pad = max(1, int(round(max_shift * size)))
+    padded = tf.pad(tf.cast(image, tf.int32) - 255, [[pad, pad], [pad, pad], [0, 0]]) + 255
+    offsets = tf.cast(tf.floor(draws * (2 * pad + 1)), tf.int32)
+    return tf.cast(padded[offsets[0]:offsets[0] + size, offsets[1]:offsets[1] + size], tf.uint8)
+
+
+def pair_dataset(pattern: str, stored_size: int, image_size: int, batch_size: int, training: bool,
+                 seed: int = 0, flip: bool = True, max_shift: float = 0.0,
+                 shuffle_buffer: int = 2048) -> tf.data.Dataset:
+    """Batches of PDIPs for the siamese ranker.
+
+    Each element is a dict: `image_a`, `image_b` uint8 [B, S, S, 3] and `target` float32 [B]
+    (1 when A is the more popular post). In training the order of each pair is swapped with
+    probability ½ (the target becomes 0), so the classifier sees both orders, and each image is
+    flipped left-right with probability ½ when `flip`; the dataset repeats forever. Otherwise
+    the pairs come once, in file order, unswapped and unflipped.
+
+    Args:
+        pattern: glob of pair TFRecord files (`<pairs>/train_pairs-*.tfrecord.gz`).
+        stored_size: the image size the records hold (ingest's `image_size`).
+        image_size: the ranker's input size (images are resized when it differs).
+        batch_size: pairs per batch.
+        training: shuffle, augment and repeat.
+        seed: the seed of every random choice.
+        flip: left-right flip augmentation.
+        max_shift: random translation of each image by up to this fraction of its side, the
+            uncovered border filled with white (the background of ingested garments).
+        shuffle_buffer: records in the shuffle buffer.
+    """
+    files = list_files(pattern, "pair record")
+    dataset = _records(files, parallel=training)
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+        # (seed, index) keys the stateless draws: augmentation does not depend on thread timing.
+        dataset = dataset.enumerate()
+    else:
+        dataset = dataset.map(lambda s: (tf.constant(0, tf.int64), s))
+
+    def to_pair(index, serialized):
+        pair = records.parse_pair(serialized, stored_size)
+        image_a, image_b, target = pair["image_a"], pair["image_b"], tf.constant(1.0)
+        if training:
+            draws = tf.random.stateless_uniform([7], seed=tf.stack([tf.cast(seed, tf.int64), index]))
+            swap = draws[0] < 0.5
+            image_a, image_b = (tf.where(swap, image_b, image_a), tf.where(swap, image_a, image_b))
+            target = tf.where(swap, 0.0, 1.0)
+            if flip:
+                image_a = tf.where(draws[1] < 0.5, tf.reverse(image_a, [1]), image_a)
+                image_b = tf.where(draws[2] < 0.5, tf.reverse(image_b, [1]), image_b)
+            if max_shift > 0:
+                image_a = _shift(image_a, draws[3:5], max_shift)
+                image_b = _shift(image_b, draws[5:7], max_shift)
+        return {"image_a": image_a, "image_b": image_b, "target": target}
+
+    dataset = dataset.map(to_pair, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.map(lambda b: {**b, "image_a": _resize(b["image_a"], image_size, stored_size),
+                                     "image_b": _resize(b["image_b"], image_size, stored_size)},
+                          num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def post_dataset(pattern: str, stored_size: int, batch_size: int, image_size: int = None,
+                 scored: bool = False) -> tf.data.Dataset:
+    """Batches of ingested (or scored) posts in file order, once, for scoring and evaluation.
+
+    Elements are dicts of `parse_post`'s tensors (`image`, `edge` uint8, `post_id`, `split`, …),
+    resized to `image_size` when given.
+    """
+    files = list_files(pattern, "post record")
+    dataset = _records(files, parallel=False)
+    dataset = dataset.map(lambda s: records.parse_post(s, stored_size, scored=scored), num_parallel_calls=AUTOTUNE,
+                          deterministic=True)
+    dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
+    if image_size and image_size != stored_size:
+        dataset = dataset.map(lambda b: {**b, "image": _resize(b["image"], image_size, stored_size),
+                                         "edge": _resize(b["edge"], image_size, stored_size)})
+    return dataset.prefetch(AUTOTUNE)

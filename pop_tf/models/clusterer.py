@@ -1,0 +1,342 @@
+"""The clusterer of "Diversifying Image Synthesis using Data Classification" (Suzuki et al. 2022).
+
+Two halves that meet only at a feature matrix:
+
+- `ClusterFeatures` (Keras, TensorFlow): uint8 or float images in [0, 255] of any H×W → fitted
+  into the `feature_size` square the way ingest fits images (`pop_tf.serving.fit_to_square`) →
+  EfficientNet-B0 (include_top=False; it has its own Rescaling and expects [0, 255]) →
+  7×7×1280 at 224² → mean over channels → 49-d. Another size gives (size/32)² dims.
+- Pure numpy statistics: `fit_clusters` (seeded k-means and per-cluster μ_i, Σ_i, shares),
+  `assign` (nearest centre) and `mahalanobis` (the masked distance of the L_m loss), with
+  `ClusterStats` saved to a pickle-free `.npz`.
+
+Per-cluster covariance (SPEC §5). A cluster with n_i members has a sample covariance of rank at
+most n_i − 1, so with n_i ≤ d (d = 49) Σ_i cannot be inverted. The paper's rule: such a cluster
+keeps only the n_i − 1 features of largest variance *over the training set* (the same ranking for
+every cluster); the others are masked out. A cluster with n_i ≤ 1 would keep no feature at all;
+here it keeps every feature with Σ_i = diag(training-set variance) instead — one sample tells
+nothing about the cluster's own spread, so the whole set's spread stands in for it, and the
+Mahalanobis loss of such a cluster still pulls towards μ_i in per-feature units.
+Every Σ_i (restricted to its mask) gets `covariance_epsilon × mean training-set variance` added
+to its diagonal: a ridge on the scale of the data, so the inverse stays finite and its condition
+number bounded even for a cluster of identical images. Covariances and inverses are stored as
+[K, d, d] with zeros outside the cluster's mask, so a masked Mahalanobis distance is one batched
+einsum (`(x − μ_i)ᵀ P_i (x − μ_i)`) with no gather.
+
+Clusters are numbered in a canonical order (largest first, ties by centre coordinates), so
+cluster 0 is the biggest and the numbering does not depend on k-means' internal label order.
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from pop_tf.errors import PopTfError
+from pop_tf.models import backbones
+
+# k-means restarts: fixed (not an option) so a seed alone decides the result.
+KMEANS_N_INIT = 10
+STATS_FORMAT_VERSION = 1
+BACKBONE_STRIDE = 32  # EfficientNet-B0's total down-sampling
+
+
+class ClusterError(PopTfError):
+    """Features that cannot be clustered as configured (too few images, non-finite values)."""
+
+
+# ---------------------------------------------------------------------------------- features
+
+
+def feature_dims(feature_size: int) -> int:
+    """Dimensions of the feature at `feature_size` (49 at 224): one per backbone output pixel."""
+    return (feature_size // BACKBONE_STRIDE) ** 2
+
+
+def _keras_model_base():
+    import keras
+    return keras.Model
+
+
+class ClusterFeatures(_keras_model_base()):
+    """Images in [0, 255] (uint8 or float, any H×W, 3 channels) → float32 [N, (size/32)²] features.
+
+    Args:
+        weights: `imagenet`, `none`, a Keras weights file of EfficientNetB0(include_top=False),
+            or `hub:<handle or module dir>` — a TF-Hub module that maps float [0, 1] images to a
+            feature map [N, h, w, C] (then the feature has h·w dims).
+        feature_size: the square side the backbone sees (a multiple of 32; 224 in the paper).
+
+    Raises:
+        WeightsError: weights that cannot be loaded, or a hub module that returns no feature map.
+
+    Reference:
+        Suzuki, Sakaue, Sato, VISAPP 2022, §3.1: EfficientNet-B0 7×7×1280 → channel mean → 49-d.
+    """
+
+    def __init__(self, weights="imagenet", feature_size: int = 224, **kwargs):
+        super().__init__(**kwargs)
+        import tensorflow as tf
+
+        if feature_size <= 0 or feature_size % BACKBONE_STRIDE:
+            raise ClusterError(f"cluster.feature_size must be a positive multiple of {BACKBONE_STRIDE}, "
+                               f"got {feature_size}")
+        self.feature_size = int(feature_size)
+        self.weights_option = "none" if weights is None else str(weights)
+        source, detail = backbones.parse_weights(weights)
+        self._hub = source == "hub"
+        if self._hub:
+            self.backbone = backbones.HubFeatures(detail, name="hub_backbone")
+        else:
+            self.backbone = backbones.application("efficientnetb0", weights,
+                                                  (self.feature_size, self.feature_size, 3))
+        # Build now, so the variables exist before export and `dims` is known (a hub module's
+        # feature map may have another spatial size than EfficientNet-B0's).
+        probe = self._feature_map(tf.zeros([1, self.feature_size, self.feature_size, 3]))
+        if probe.shape.rank != 4:
+            raise backbones.WeightsError(
+                f"The TF-Hub module {detail!r} returns shape {probe.shape.as_list()}; the clusterer needs a "
+                "feature map [N, h, w, C] (an EfficientNet-B0 module's last feature map, not its pooled "
+                "feature vector).")
+        self.dims = int(probe.shape[1]) * int(probe.shape[2])
+
+    def _feature_map(self, fitted):
+        if self._hub:
+            # TF-Hub image modules take float [0, 1]; keras.applications' EfficientNet rescales itself.
+            return self.backbone(fitted / 255.0)
+        return self.backbone(fitted, training=False)
+
+    def call(self, images, training=False):
+        import tensorflow as tf
+
+        from pop_tf.serving import fit_to_square
+
+        # An image already S×S passes through fit_to_square unchanged.
+        fitted = fit_to_square(images, self.feature_size)
+        maps = self._feature_map(fitted)
+        pooled = tf.reduce_mean(tf.cast(maps, tf.float32), axis=-1)  # [N, h, w]: mean over channels
+        return tf.reshape(pooled, [-1, self.dims])
+
+    def get_config(self):
+        return {"weights": self.weights_option, "feature_size": self.feature_size, "name": self.name}
+
+
+# ------------------------------------------------------------------------------- statistics
+
+
+@dataclasses.dataclass
+class ClusterStats:
+    """k-means centres and per-cluster statistics of the training features (float64).
+
+    Attributes:
+        centers: [K, d] k-means centres; `assign` uses them.
+        means: [K, d] μ_i, the mean of each cluster's members (the L_d target).
+        covariances: [K, d, d] regularised Σ_i restricted to the mask (zero outside).
+        inverse_covariances: [K, d, d] Σ_i⁻¹ on the mask, zero outside (the L_m metric).
+        masks: [K, d] bool, the features each cluster's Σ_i covers.
+        sizes: [K] training members per cluster.
+        shares: [K] sizes / N: the sampling probabilities at test time.
+        feature_variance: [d] per-feature variance over the training set (ranks features for the
+            n−1 rule, and is the fallback covariance of a cluster with n ≤ 1).
+        condition_numbers: [K] of each regularised, masked Σ_i.
+        covariance_epsilon: the ridge factor (× mean feature variance).
+        ridge: the absolute value added to every Σ_i diagonal.
+        seed: the k-means seed.
+        inertia: sum of squared distances of the training features to their centres.
+    """
+
+    centers: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    inverse_covariances: np.ndarray
+    masks: np.ndarray
+    sizes: np.ndarray
+    shares: np.ndarray
+    feature_variance: np.ndarray
+    condition_numbers: np.ndarray
+    covariance_epsilon: float
+    ridge: float
+    seed: int
+    inertia: float
+
+    @property
+    def num_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+    @property
+    def dims(self) -> int:
+        return int(self.centers.shape[1])
+
+    @property
+    def reduced(self) -> np.ndarray:
+        """Cluster ids whose Σ_i keeps fewer than d features (the paper's n−1 rule)."""
+        return np.flatnonzero(self.masks.sum(axis=1) < self.dims)
+
+    @property
+    def fallback(self) -> np.ndarray:
+        """Cluster ids with n ≤ 1, whose Σ_i is the training-set variance diagonal."""
+        return np.flatnonzero(self.sizes <= 1)
+
+    def save(self, path: str) -> str:
+        """Writes every field to an `.npz` of plain arrays (no pickled objects); returns `path`."""
+        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        arrays["format_version"] = np.asarray(STATS_FORMAT_VERSION)
+        tmp = path + ".tmp.npz"  # np.savez appends .npz to names without it
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> "ClusterStats":
+        """Reads a file written by `save`; refuses pickled content and other format versions."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as e:
+            raise ClusterError(f"cannot read cluster statistics from {path}: {e}") from None
+        version = int(arrays.pop("format_version", -1))
+        if version != STATS_FORMAT_VERSION:
+            raise ClusterError(f"{path} holds cluster statistics of format {version}; this pop_tf reads "
+                               f"format {STATS_FORMAT_VERSION}")
+        values = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in arrays:
+                raise ClusterError(f"{path} lacks the cluster statistics field '{field.name}'")
+            value = arrays[field.name]
+            values[field.name] = value.item() if value.ndim == 0 else value
+        values["masks"] = values["masks"].astype(bool)
+        return cls(**values)
+
+    def summary(self) -> dict:
+        """A JSON-able overview: k, sizes, shares, which clusters use the n−1 rule, conditioning."""
+        kept = self.masks.sum(axis=1)
+        return {
+            "k": self.num_clusters,
+            "feature_dims": self.dims,
+            "sizes": [int(n) for n in self.sizes],
+            "shares": [float(s) for s in self.shares],
+            "kept_features": [int(n) for n in kept],
+            "reduced_clusters": [int(i) for i in self.reduced],
+            "fallback_clusters": [int(i) for i in self.fallback],
+            "condition_numbers": [float(c) for c in self.condition_numbers],
+            "covariance_epsilon": float(self.covariance_epsilon),
+            "ridge": float(self.ridge),
+            "seed": int(self.seed),
+            "inertia": float(self.inertia),
+        }
+
+    def summary_json(self) -> str:
+        return json.dumps(self.summary(), indent=2, sort_keys=True)
+
+
+def _checked_features(features, name="features") -> np.ndarray:
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[1] == 0:
+        raise ClusterError(f"{name} must be a matrix [N, d] with d >= 1, got shape {list(features.shape)}")
+    if not np.all(np.isfinite(features)):
+        bad = int(np.count_nonzero(~np.all(np.isfinite(features), axis=1)))
+        raise ClusterError(f"{bad} of {len(features)} feature vectors hold NaN or infinite values")
+    return features
+
+
+def _nearest(features: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    # ‖x − c‖² without the [N, K, d] difference tensor; ‖x‖² is the same for every centre.
+    distances = (centers ** 2).sum(axis=1)[None, :] - 2.0 * features @ centers.T
+    return np.argmin(distances, axis=1).astype(np.int32)
+
+
+def assign(features, stats: ClusterStats) -> np.ndarray:
+    """int32 [N]: the nearest k-means centre (Euclidean) of each feature vector."""
+    features = _checked_features(features)
+    if features.shape[1] != stats.dims:
+        raise ClusterError(f"features have {features.shape[1]} dims but the clusters were fitted on {stats.dims}")
+    return _nearest(features, stats.centers)
+
+
+def mahalanobis(features, stats: ClusterStats, clusters) -> np.ndarray:
+    """float64 [N]: squared masked Mahalanobis distance of features[n] to cluster clusters[n]."""
+    features = _checked_features(features)
+    clusters = np.asarray(clusters, dtype=np.int64)
+    diff = (features - stats.means[clusters]) * stats.masks[clusters]
+    return np.einsum("nd,nde,ne->n", diff, stats.inverse_covariances[clusters], diff)
+
+
+def fit_clusters(features, num_clusters: int, seed: int = 0, covariance_epsilon: float = 1e-3) -> ClusterStats:
+    """Seeded k-means on training features and the per-cluster statistics of the module docstring.
+
+    Args:
+        features: [N, d] training features.
+        num_clusters: K (`cluster.num_clusters`).
+        seed: k-means random_state; the same seed and features give the same result.
+        covariance_epsilon: ridge factor, × the mean training-set feature variance.
+
+    Raises:
+        ClusterError: K > N, fewer distinct feature vectors than K, or non-finite features.
+    """
+    from sklearn.cluster import KMeans
+
+    features = _checked_features(features)
+    n, d = features.shape
+    if num_clusters < 1:
+        raise ClusterError(f"cluster.num_clusters must be >= 1, got {num_clusters}")
+    if num_clusters > n:
+        raise ClusterError(f"cluster.num_clusters={num_clusters} is more than the {n} training images; "
+                           "lower cluster.num_clusters or ingest more posts")
+    distinct = len(np.unique(features, axis=0))
+    if distinct < num_clusters:
+        raise ClusterError(f"only {distinct} distinct feature vectors among the {n} training images, fewer "
+                           f"than cluster.num_clusters={num_clusters}; lower cluster.num_clusters")
+    if covariance_epsilon <= 0:
+        raise ClusterError(f"cluster.covariance_epsilon must be > 0, got {covariance_epsilon}")
+
+    kmeans = KMeans(n_clusters=num_clusters, n_init=KMEANS_N_INIT, random_state=seed).fit(features)
+    centers = kmeans.cluster_centers_.astype(np.float64)
+    # Canonical numbering: largest cluster first, ties broken by the centre's coordinates.
+    labels = _nearest(features, centers)
+    sizes = np.bincount(labels, minlength=num_clusters)
+    order = np.lexsort(tuple(centers[:, j] for j in reversed(range(d))) + (-sizes,))
+    centers = centers[order]
+    # Labels from the same nearest-centre rule as `assign` (and the SavedModel), so the sizes
+    # here match every later assignment of the training set.
+    labels = _nearest(features, centers)
+    sizes = np.bincount(labels, minlength=num_clusters)
+
+    variance = features.var(axis=0)
+    mean_variance = float(variance.mean())
+    # Identical features have no scale to borrow; 1.0 keeps the ridge (and the inverse) finite.
+    ridge = covariance_epsilon * (mean_variance if mean_variance > 0 else 1.0)
+    ranking = np.argsort(-variance, kind="stable")  # the training set's largest variance first
+
+    means = np.zeros((num_clusters, d))
+    covariances = np.zeros((num_clusters, d, d))
+    inverses = np.zeros((num_clusters, d, d))
+    masks = np.zeros((num_clusters, d), dtype=bool)
+    conditions = np.zeros(num_clusters)
+    for i in range(num_clusters):
+        members = features[labels == i]
+        size = len(members)
+        means[i] = members.mean(axis=0) if size else centers[i]
+        if size <= 1:
+            keep = np.arange(d)
+            sigma = np.diag(variance)
+        else:
+            keep = np.sort(ranking[:size - 1]) if size <= d else np.arange(d)
+            sigma = np.atleast_2d(np.cov(members[:, keep], rowvar=False, ddof=1))
+        sigma = sigma + ridge * np.eye(len(keep))
+        # Σ is symmetric positive definite after the ridge: eigh gives its inverse and condition
+        # number from one decomposition, and keeps the inverse exactly symmetric.
+        eigenvalues, eigenvectors = np.linalg.eigh(sigma)
+        eigenvalues = np.maximum(eigenvalues, ridge)  # round-off cannot go below the ridge
+        inverse = (eigenvectors / eigenvalues) @ eigenvectors.T
+        masks[i, keep] = True
+        covariances[i][np.ix_(keep, keep)] = sigma
+        inverses[i][np.ix_(keep, keep)] = inverse
+        conditions[i] = eigenvalues.max() / eigenvalues.min()
+
+    inertia = float(((features - centers[labels]) ** 2).sum())
+    return ClusterStats(
+        centers=centers, means=means, covariances=covariances, inverse_covariances=inverses, masks=masks,
+        sizes=sizes.astype(np.int64), shares=sizes / n, feature_variance=variance,
+        condition_numbers=conditions, covariance_epsilon=float(covariance_epsilon), ridge=float(ridge),
+        seed=int(seed), inertia=inertia)

@@ -1,0 +1,201 @@
+"""The popularity ranker of Ding et al. (2019) and its siamese trainer.
+
+`f(x)` maps an image to an unbounded popularity score: a backbone (keras.applications ResNet50,
+include_top=False, average pool, as in the paper; or a compact residual network of the same
+shape for CPU demos) and one Dense(1) head. Images enter as float [0, 1] *without* ImageNet
+mean/std normalisation, as Ding's released model expects (feeding normalised images silently
+shifts its scores); with ImageNet weights, fine-tuning adapts the first layers to that range.
+
+Training (`SiameseRankerTrainer`) sees popularity-discriminable pairs: Q = f(A) − f(B),
+P = sigmoid(Q), binary cross-entropy against the target (1 when A is the more popular post; the
+input pipeline swaps half the pairs, target 0). Backbone and head have their own Adam optimizers
+(paper: 1e-5 and 1e-4), each bound to its own variable list.
+
+Reference:
+    Ding, Ma, Tang, Wen, Lin. "Intrinsic Image Popularity Assessment", ACM MM 2019
+    (arXiv 1907.01985).
+"""
+
+import keras
+import tensorflow as tf
+
+from pop_tf.models import backbones
+
+
+def small_resnet(image_size: int, width: int = 32, name: str = "small_resnet") -> keras.Model:
+    """A compact ResNet (stem + 4 stages of one basic block each, average pool) for CPU demos.
+
+    Same shape as ResNet50's use in the ranker (convolutional features → global average pool →
+    a vector), about 1/100 of its FLOPs at width 32; widths double per stage.
+
+    Args:
+        image_size: input side S (images [N, S, S, 3] in [0, 1]).
+        width: channels of the first stage.
+        name: model name.
+    """
+    inputs = keras.Input((image_size, image_size, 3), name="images")
+    x = keras.layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for stage in range(4):
+        filters, strides = width * 2 ** stage, 1 if stage == 0 else 2
+        prefix = f"stage{stage + 1}"
+        shortcut = x
+        if strides != 1 or x.shape[-1] != filters:
+            shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{prefix}_proj")(x)
+            shortcut = keras.layers.BatchNormalization(name=f"{prefix}_proj_bn")(shortcut)
+        y = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{prefix}_conv1")(x)
+        y = keras.layers.BatchNormalization(name=f"{prefix}_bn1")(y)
+        y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
+        y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}_conv2")(y)
+        y = keras.layers.BatchNormalization(name=f"{prefix}_bn2", gamma_initializer="zeros")(y)
+        x = keras.layers.ReLU(name=f"{prefix}_out")(keras.layers.Add(name=f"{prefix}_add")([shortcut, y]))
+    outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_backbone(backbone: str, weights: str, image_size: int, small_width: int = 32) -> keras.Model:
+    """The ranker's feature network: [N, S, S, 3] in [0, 1] → [N, C].
+
+    Args:
+        backbone: "resnet50" (keras.applications, include_top=False, average pool) or "small".
+        weights: "imagenet", "none", a weights file, or "hub:<module>" (a feature-vector module
+            that takes [0, 1] images, replacing the backbone).
+        image_size: input side S.
+        small_width: first-stage channels of the small backbone.
+
+    Raises:
+        backbones.WeightsError: weights that cannot be had; ValueError: an unknown backbone.
+    """
+    source, detail = backbones.parse_weights(weights)
+    if source == "hub":
+        inputs = keras.Input((image_size, image_size, 3), name="images")
+        outputs = backbones.HubFeatures(detail, trainable=True, name="hub_features")(inputs)
+        return keras.Model(inputs, outputs, name="hub_backbone")
+    if backbone == "resnet50":
+        return backbones.application("resnet50", weights, (image_size, image_size, 3), pooling="avg")
+    if backbone == "small":
+        model = small_resnet(image_size, small_width)
+        if source == "imagenet":
+            raise backbones.WeightsError("the small backbone has no ImageNet weights; use weights=none or a "
+                                         "weights file saved from a trained small backbone")
+        if source == "path":
+            try:
+                model.load_weights(detail)
+            except Exception as exc:
+                raise backbones.WeightsError(f"Could not load small-backbone weights from {detail} ({exc})") from exc
+        return model
+    raise ValueError(f"unknown backbone {backbone!r}; use 'resnet50' or 'small'")
+
+
+@keras.saving.register_keras_serializable(package="pop_tf")
+class PopularityRanker(keras.Model):
+    """f(x): images float [N, S, S, 3] in [0, 1] → popularity scores float32 [N].
+
+    Args:
+        backbone: a Keras model from images to feature vectors (see `build_backbone`).
+        **kwargs: standard Model arguments.
+
+    Reference:
+        Ding et al. 2019, §3.1 (ResNet-50 with a 2048→1 fully connected layer).
+    """
+
+    def __init__(self, backbone: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.head = keras.layers.Dense(1, name="head")
+
+    def call(self, images, training=False):
+        return tf.squeeze(self.head(self.backbone(images, training=training)), axis=-1)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.backbone.input_shape[1])
+
+    def get_config(self):
+        config = super().get_config()
+        config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def pairwise_logits(ranker: PopularityRanker, images_a, images_b, training: bool):
+    """Q = f(A) − f(B) for uint8 image batches, with A and B through the backbone as ONE batch.
+
+    One batch of 2N keeps batch-norm statistics shared between the two sides of the siamese
+    network (two calls would normalise A and B separately) and halves the kernel launches.
+    """
+    images = tf.concat([images_a, images_b], axis=0)
+    scores = ranker(tf.cast(images, tf.float32) / 255.0, training=training)
+    score_a, score_b = tf.split(scores, 2, axis=0)
+    return score_a - score_b
+
+
+def pairwise_loss(targets, logits):
+    """Mean binary cross-entropy of sigmoid(Q) against the targets (1: A more popular)."""
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
+
+
+class SiameseRankerTrainer(keras.Model):
+    """Trains a `PopularityRanker` on PDIPs with one optimizer for the backbone, one for the head.
+
+    `fit()` takes batches `{"image_a", "image_b": uint8 [B, S, S, 3], "target": float32 [B]}`
+    (see `pop_tf.data.pair_dataset`); `train_step` and `test_step` share `_compute`. Metrics:
+    `loss` and `pairwise_accuracy` (sign of Q agrees with the target).
+
+    Args:
+        ranker: the model being trained (its variables are the only ones updated).
+        **kwargs: standard Model arguments.
+    """
+
+    def __init__(self, ranker: PopularityRanker, **kwargs):
+        super().__init__(**kwargs)
+        self.ranker = ranker
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.Mean(name="pairwise_accuracy")
+
+    def compile(self, backbone_optimizer, head_optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.backbone_optimizer = backbone_optimizer
+        self.head_optimizer = head_optimizer
+
+    def build_optimizers(self):
+        """Builds both optimizers' slots now (before a checkpoint restore or a strategy run)."""
+        self.backbone_optimizer.build(self.ranker.backbone.trainable_variables)
+        self.head_optimizer.build(self.ranker.head.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker]
+
+    def call(self, inputs, training=False):
+        return pairwise_logits(self.ranker, inputs["image_a"], inputs["image_b"], training)
+
+    def _compute(self, batch, training: bool):
+        logits = pairwise_logits(self.ranker, batch["image_a"], batch["image_b"], training)
+        loss = pairwise_loss(batch["target"], logits)
+        correct = tf.cast(tf.equal(tf.cast(logits > 0, tf.float32), batch["target"]), tf.float32)
+        return loss, correct
+
+    def _update_metrics(self, loss, correct):
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(correct)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, batch):
+        backbone_vars = self.ranker.backbone.trainable_variables
+        head_vars = self.ranker.head.trainable_variables
+        with tf.GradientTape() as tape:
+            loss, correct = self._compute(batch, training=True)
+        gradients = tape.gradient(loss, backbone_vars + head_vars)
+        self.backbone_optimizer.apply(gradients[:len(backbone_vars)], backbone_vars)
+        self.head_optimizer.apply(gradients[len(backbone_vars):], head_vars)
+        return self._update_metrics(loss, correct)
+
+    def test_step(self, batch):
+        loss, correct = self._compute(batch, training=False)
+        return self._update_metrics(loss, correct)

@@ -1,0 +1,278 @@
+"""The `train_ranker` stage: the siamese popularity ranker trained on PDIPs with `fit()`.
+
+Reads `<pairs>/train_pairs-*` (training) and `<pairs>/test_pairs-*` (held-out pairs), writes into
+the output folder:
+- `checkpoints/` — `tf.train.CheckpointManager` every `checkpoint_every` steps; a rerun restores
+  the newest readable checkpoint and continues its step count (a corrupt newest checkpoint falls
+  back to the one before);
+- `saved_model/` — the ranker SavedModel of SPEC §7 (`score`, `score_jpeg`, `pop_tf.json`),
+  which the score stage uses and the export stage versions;
+- `metrics.json` — held-out `pairwise_accuracy` and loss, and, where a truth file exists,
+  `kendall_tau` and `spearman` between scores and the hidden intrinsic popularity of the
+  held-out images (`<ingest>/test-*`);
+- `config.json` — the resolved config.
+TensorBoard logs (loss, pairwise accuracy, learning rates, scored held-out images) go to
+`<workdir>/logs/train_ranker` unless `logdir` says otherwise. A NaN/Inf loss stops training with
+the step, the loss name and the last good checkpoint named.
+"""
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+from pop_tf import config as config_lib
+from pop_tf.errors import PopTfError
+
+STAGE = "train_ranker"
+METRICS = "metrics.json"
+
+
+class TrainingDivergedError(PopTfError):
+    """The loss became NaN or infinite; the message names the step, the loss and the checkpoint."""
+
+
+class RankerInputError(PopTfError):
+    """The pairs or images the ranker needs are missing."""
+
+
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _fingerprint(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _callbacks(cfg, manager, trainer, total_steps, logdir, preview):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    optimizer = trainer.backbone_optimizer
+
+    class StopOnNaN(keras.callbacks.Callback):
+        """Stops at the first non-finite loss before anything saves the bad weights."""
+
+        diverged_at = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.diverged_at = int(optimizer.iterations)
+                self.model.stop_training = True
+
+    class CheckpointEvery(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            step = int(optimizer.iterations)
+            if nan.diverged_at is None and step % cfg.checkpoint_every == 0:
+                manager.save(checkpoint_number=step)
+            if step >= total_steps:
+                self.model.stop_training = True  # a resumed run ends exactly at the planned step
+
+    class Summaries(keras.callbacks.Callback):
+        """Learning rates and the held-out preview images sorted by score, once per epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.writer = tf.summary.create_file_writer(os.path.join(logdir, "images"))
+
+        def on_epoch_end(self, epoch, logs=None):
+            step = int(optimizer.iterations)
+            with self.writer.as_default(step=step):
+                tf.summary.scalar("learning_rate/backbone", float(trainer.backbone_optimizer.learning_rate))
+                tf.summary.scalar("learning_rate/head", float(trainer.head_optimizer.learning_rate))
+                if preview is not None:
+                    scores = trainer.ranker(tf.cast(preview, tf.float32) / 255.0).numpy()
+                    order = np.argsort(-scores)
+                    tf.summary.image("held_out_by_score (highest first)", preview[order],
+                                     max_outputs=len(order), step=step,
+                                     description="scores: " + ", ".join(f"{s:.2f}" for s in scores[order]))
+
+    nan = StopOnNaN()
+    tensorboard = keras.callbacks.TensorBoard(logdir, update_freq=max(1, cfg.checkpoint_every // 4))
+    return nan, [nan, CheckpointEvery(), Summaries(), tensorboard]
+
+
+def _optimizer(cfg, learning_rate: float, total_steps: int):
+    import keras
+
+    if cfg.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    if cfg.weight_decay > 0:
+        return keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def _restore(checkpoint, manager) -> str:
+    """Restores the newest readable checkpoint; returns its path ('' for a fresh start)."""
+    import tensorflow as tf
+
+    for path in reversed(manager.checkpoints):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+            return path
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            print(f"train_ranker: checkpoint {path} is unreadable ({type(e).__name__}); trying the previous one",
+                  file=sys.stderr)
+    return ""
+
+
+def _load_truth(path: str) -> dict:
+    truth = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                truth[str(row["post_id"])] = float(row["intrinsic"])
+    return truth
+
+
+def _truth_metrics(ranker, images_dir: str, stored_size: int, truth_path: str, batch_size: int) -> dict:
+    """Kendall τ and Spearman ρ between scores and hidden intrinsic popularity (held-out images)."""
+    import numpy as np
+    import tensorflow as tf
+    from scipy import stats
+
+    from pop_tf import data
+
+    truth = _load_truth(truth_path)
+    scores, intrinsic = [], []
+    dataset = data.post_dataset(os.path.join(images_dir, "test-*.tfrecord.gz"), stored_size, batch_size,
+                                image_size=ranker.image_size)
+    for batch in dataset:
+        batch_scores = ranker(tf.cast(batch["image"], tf.float32) / 255.0).numpy()
+        for post_id, score in zip(batch["post_id"].numpy(), batch_scores):
+            if post_id.decode() in truth:
+                scores.append(float(score))
+                intrinsic.append(truth[post_id.decode()])
+    if len(scores) < 3:
+        return {"truth_images": len(scores)}
+    tau = stats.kendalltau(scores, intrinsic).statistic
+    rho = stats.spearmanr(scores, intrinsic).statistic
+    return {"kendall_tau": float(tau), "spearman": float(rho), "truth_images": len(scores),
+            "score_mean": float(np.mean(scores)), "score_std": float(np.std(scores))}
+
+
+def _preview_images(images_dir, stored_size, image_size, count):
+    from pop_tf import data
+
+    if count == 0:
+        return None
+    batch = next(iter(data.post_dataset(os.path.join(images_dir, "test-*.tfrecord.gz"), stored_size, count,
+                                        image_size=image_size)))
+    return batch["image"].numpy()
+
+
+def run(cfg: config_lib.RankerConfig) -> dict:
+    """Trains (or resumes) the ranker; returns the artifact paths."""
+    if not cfg.input or not cfg.output:
+        raise config_lib.ConfigError("train_ranker needs 'train_ranker.input' (a pairs folder) and "
+                                     "'train_ranker.output'")
+    stats_path = os.path.join(cfg.input, "stats.json")
+    if not os.path.isfile(stats_path):
+        raise RankerInputError(f"{cfg.input} is not a pairs output folder (no stats.json); run `pop-tf pairs` first")
+    pair_stats = _read_json(stats_path)
+    stored_size, num_train = int(pair_stats["image_size"]), int(pair_stats["pairs"]["train"])
+    if num_train == 0:
+        raise RankerInputError(f"{cfg.input} holds no training pairs; loosen the pair rule "
+                               "(pairs.min_log_margin, pairs.window_days) or bring more posts per user")
+    images_dir = cfg.images or pair_stats.get("input", "")
+
+    import keras
+    import tensorflow as tf
+
+    from pop_tf import data, serving
+    from pop_tf.models import ranker as ranker_lib
+
+    started = time.monotonic()
+    os.makedirs(cfg.output, exist_ok=True)
+    config_lib.write_resolved(cfg, cfg.output)
+    logdir = cfg.logdir or os.path.join(os.path.dirname(os.path.abspath(cfg.output)), "logs", STAGE)
+    keras.utils.set_random_seed(cfg.seed)
+
+    ranker = ranker_lib.PopularityRanker(
+        ranker_lib.build_backbone(cfg.backbone, cfg.weights, cfg.image_size, cfg.small_width), name="ranker")
+    ranker(tf.zeros([1, cfg.image_size, cfg.image_size, 3]))
+    trainer = ranker_lib.SiameseRankerTrainer(ranker)
+    steps_per_epoch = cfg.steps_per_epoch or max(1, num_train // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    trainer.compile(_optimizer(cfg, cfg.backbone_learning_rate, total_steps),
+                    _optimizer(cfg, cfg.head_learning_rate, total_steps))
+    trainer.build_optimizers()
+    checkpoint = tf.train.Checkpoint(ranker=ranker, backbone_optimizer=trainer.backbone_optimizer,
+                                     head_optimizer=trainer.head_optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.output, "checkpoints"), max_to_keep=3)
+    restored = _restore(checkpoint, manager)
+    start_step = int(trainer.backbone_optimizer.iterations)
+    if restored:
+        print(f"train_ranker: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
+
+    train = data.pair_dataset(os.path.join(cfg.input, "train_pairs-*.tfrecord.gz"), stored_size, cfg.image_size,
+                              cfg.batch_size, training=True, seed=cfg.seed + start_step, flip=cfg.flip,
+                              max_shift=cfg.max_shift, shuffle_buffer=cfg.shuffle_buffer)
+    test_pattern = os.path.join(cfg.input, "test_pairs-*.tfrecord.gz")
+    has_test = int(pair_stats["pairs"].get("test", 0)) > 0
+    test = data.pair_dataset(test_pattern, stored_size, cfg.image_size, cfg.batch_size, training=False) \
+        if has_test else None
+    preview = _preview_images(images_dir, stored_size, cfg.image_size, cfg.num_logged_images) \
+        if images_dir and tf.io.gfile.glob(os.path.join(images_dir, "test-*.tfrecord.gz")) else None
+    nan, callbacks = _callbacks(cfg, manager, trainer, total_steps, logdir, preview)
+    test_steps = math.ceil(int(pair_stats["pairs"].get("test", 0)) / cfg.batch_size) or None
+    if start_step < total_steps:
+        trainer.fit(train, epochs=cfg.epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
+                    steps_per_epoch=steps_per_epoch, validation_data=test, validation_steps=test_steps,
+                    callbacks=callbacks, verbose=2)
+    if nan.diverged_at is not None:
+        last = manager.latest_checkpoint or "none (no checkpoint was written before)"
+        raise TrainingDivergedError(
+            f"train_ranker: the loss 'loss' became NaN or infinite at step {nan.diverged_at}; training stopped. "
+            f"Last good checkpoint: {last}. Lower train_ranker.backbone_learning_rate/head_learning_rate "
+            "and rerun (it resumes from that checkpoint).")
+    final_step = int(trainer.backbone_optimizer.iterations)
+    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{final_step}"):
+        manager.save(checkpoint_number=final_step)
+
+    metrics = {"steps": final_step, "train_pairs": num_train}
+    if test is not None:
+        evaluation = trainer.evaluate(test, steps=test_steps, verbose=0, return_dict=True)
+        metrics.update({"pairwise_accuracy": float(evaluation["pairwise_accuracy"]),
+                        "test_loss": float(evaluation["loss"]), "test_pairs": int(pair_stats["pairs"]["test"])})
+    truth_path = cfg.truth
+    if truth_path and not os.path.isfile(truth_path):
+        raise RankerInputError(f"train_ranker.truth: {truth_path} does not exist")
+    if truth_path and images_dir:
+        metrics.update(_truth_metrics(ranker, images_dir, stored_size, truth_path, cfg.batch_size))
+    saved_model = serving.export_ranker(ranker, os.path.join(cfg.output, "saved_model"),
+                                        config_lib.to_dict(cfg), _fingerprint(stats_path), metrics=metrics)
+    ranker.save_weights(os.path.join(cfg.output, "ranker.weights.h5"))
+    metrics["seconds"] = round(time.monotonic() - started, 1)
+    metrics_path = os.path.join(cfg.output, METRICS)
+    with open(metrics_path + ".tmp", "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    os.replace(metrics_path + ".tmp", metrics_path)
+    summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()
+                        if k in ("pairwise_accuracy", "kendall_tau", "spearman"))
+    print(f"train_ranker: {final_step} steps; held-out {summary}; SavedModel in {saved_model}", file=sys.stderr)
+    return {"metrics": metrics_path, "saved_model": saved_model, "checkpoints": manager.directory,
+            "weights": os.path.join(cfg.output, "ranker.weights.h5"), "logs": logdir,
+            "config": os.path.join(cfg.output, "config.json")}
+
+
+def workdir_defaults(workdir: str) -> dict:
+    """Where the ranker reads and writes inside a pipeline work folder."""
+    truth = os.path.join(workdir, "synth", "truth.jsonl")
+    return {"input": os.path.join(workdir, "pairs"), "images": os.path.join(workdir, "ingest"),
+            "output": os.path.join(workdir, STAGE), "truth": truth if os.path.isfile(truth) else ""}
+
+
+def main(argv=None) -> int:
+    from pop_tf import train
+    return train.run_trainer(argv, "ranker", STAGE, workdir_defaults, run)
