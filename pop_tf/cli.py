@@ -72,12 +72,14 @@ cmd_ingest = _stage("ingest", ("input", "output", "image_size"))
 cmd_pairs = _stage("pairs", ("input", "output"))
 cmd_score = _stage("score", ("input", "model", "output"), beam=False)
 cmd_cluster = _stage("cluster", ("input", "output"), beam=False)
+cmd_export = _stage("export", ("workdir", "export_dir"), beam=False)
 
 
 def cmd_run(args, extra) -> int:
     from pop_tf import pipeline
     _no_extra(extra)
-    config = config_lib.resolve(args.preset, args.sets)
+    overrides = {"export": {"export_dir": args.export_dir}} if args.export_dir else None
+    config = config_lib.resolve(args.preset, args.sets, overrides=overrides)
     if args.dry_run:
         print(json.dumps(config_lib.to_dict(config), indent=2, sort_keys=True))
         return 0
@@ -141,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_cluster)
 
+    p = sub.add_parser("export", help="copy trained SavedModels into EXPORT_DIR/<model>/<version>/")
+    p.add_argument("--workdir", help="the pipeline work folder holding the trained models")
+    p.add_argument("--export-dir", dest="export_dir", help="serving folder (default ./saved_models)")
+    _common(p)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("bench", help="measured speed figures (see `pop-tf bench --help`)", add_help=False)
     p.set_defaults(func=cmd_bench)
 
@@ -148,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="folder for every stage's outputs")
     p.add_argument("--dataset", help="an existing dataset (default: synthesise one)")
     p.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    p.add_argument("--export-dir", dest="export_dir", help="where SavedModels go (default ./saved_models)")
     _common(p)
     p.set_defaults(func=cmd_run)
     return parser

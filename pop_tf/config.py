@@ -169,6 +169,58 @@ class ClusterConfig:
 
 
 @dataclasses.dataclass
+class TranslatorConfig:
+    """The translation GAN: DMIT (issue #6) or the cluster-conditioned pix2pix of Suzuki et al.
+
+    `model="pix2pix"` trains edge map → colour garment on the ingested (or scored) posts, with
+    `diversity` = `none` (pix2pix-like: LSGAN + L1), `ms` (+ MSGAN mode seeking) or `clusters`
+    (+ cluster one-hot condition, L_d and L_m from the cluster stage; the paper's method).
+    `mahalanobis_warmup` is the fraction of training before L_m switches on (paper: epoch 100 of
+    400 = 0.25). The learning rate is constant for `epochs − decay_epochs` epochs, then decays
+    linearly to 0 (DMIT: 100 + 100; MSGAN's pix2pix: 2e-4, also 100 + 100).
+    """
+
+    input: str = ""  # a score (or ingest) output folder: train-*/test-*.tfrecord.gz
+    clusters: str = ""  # a cluster output folder (diversity=clusters)
+    output: str = ""
+    logdir: str = ""  # TensorBoard; default <output>/../logs/train_translator
+    model: Literal["dmit", "pix2pix"] = "dmit"
+    diversity: Literal["none", "ms", "clusters"] = "none"
+    image_size: int = 256
+    base_filters: int = 64
+    noise_dim: int = 8
+    num_scales: int = 2
+    discriminator_layers: int = 3
+    batch_size: int = 1
+    epochs: int = 200
+    decay_epochs: int = 100
+    steps_per_epoch: int = 0  # 0: one pass over the training posts
+    learning_rate: float = 1e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    lambda_l1: float = 10.0
+    lambda_ms: float = 1.0
+    lambda_d: float = 5.0
+    lambda_m: float = 0.2
+    mahalanobis_warmup: float = 0.25
+    flip: bool = True
+    checkpoint_every: int = 500
+    num_sample_edges: int = 6  # columns of the per-cluster sample grid
+    eval_inputs: int = 50  # held-out edge maps for the diversity figure
+    eval_samples: int = 5  # outputs per edge map
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """Trained SavedModels into `<export_dir>/<model>/<version>/` (SPEC §7)."""
+
+    workdir: str = ""
+    export_dir: str = "saved_models"
+    models: list[str] = dataclasses.field(default_factory=lambda: ["ranker", "clusterer", "translator"])
+
+
+@dataclasses.dataclass
 class Config:
     """All stage sections of one pop_tf run; `pop-tf run` and every stage CLI resolve this."""
 
@@ -178,6 +230,8 @@ class Config:
     train_ranker: RankerConfig = dataclasses.field(default_factory=RankerConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
+    train_translator: TranslatorConfig = dataclasses.field(default_factory=TranslatorConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
 PRESETS = ("demo", "paper")
@@ -299,11 +353,17 @@ _POSITIVE = {"pairs.max_pairs_per_image", "synth.num_posts", "synth.image_size",
              "train_ranker.batch_size", "train_ranker.epochs", "train_ranker.checkpoint_every",
              "train_ranker.shuffle_buffer", "train_ranker.backbone_learning_rate",
              "train_ranker.head_learning_rate", "score.batch_size", "cluster.feature_size",
-             "cluster.num_clusters", "cluster.batch_size", "cluster.covariance_epsilon"}
+             "cluster.num_clusters", "cluster.batch_size", "cluster.covariance_epsilon",
+             *(f"train_translator.{k}" for k in ("image_size", "base_filters", "noise_dim", "num_scales",
+                                                 "discriminator_layers", "batch_size", "epochs", "learning_rate",
+                                                 "checkpoint_every", "num_sample_edges", "eval_inputs"))}
 _NON_NEGATIVE = {"pairs.window_days", "pairs.min_log_margin", "pairs.num_shards", "synth.num_corrupt", "ingest.min_age_days", "ingest.num_shards",
                  "ingest.near_duplicate_distance", "ingest.near_duplicate_colour_tolerance", "train_ranker.steps_per_epoch",
-                 "train_ranker.num_logged_images", "train_ranker.weight_decay", "cluster.examples_per_cluster"}
-_FRACTIONS = {"synth.broken_share", "ingest.test_ratio", "ingest.edge_threshold", "train_ranker.max_shift"}
+                 "train_ranker.num_logged_images", "train_ranker.weight_decay",
+                 *(f"train_translator.{k}" for k in ("decay_epochs", "steps_per_epoch", "lambda_l1", "lambda_ms",
+                                                     "lambda_d", "lambda_m")), "cluster.examples_per_cluster"}
+_FRACTIONS = {"synth.broken_share", "ingest.test_ratio", "ingest.edge_threshold", "train_ranker.max_shift",
+              "train_translator.beta_1", "train_translator.beta_2"}
 
 
 def validate_value(key: str, value) -> None:
@@ -322,6 +382,10 @@ def validate_value(key: str, value) -> None:
         raise ConfigError(f"config key '{key}': {value!r} must be <= 255")
     if key in ("score.unpopular_quantile", "score.popular_quantile") and not 0.0 <= value <= 1.0:
         raise ConfigError(f"config key '{key}': {value!r} must be in [0, 1]")
+    if key == "train_translator.mahalanobis_warmup" and not 0.0 <= value <= 1.0:
+        raise ConfigError(f"config key '{key}': {value!r} must be in [0, 1]")
+    if key == "train_translator.eval_samples" and value < 2:
+        raise ConfigError(f"config key '{key}': {value!r} must be >= 2 (diversity needs pairs)")
     if key == "cluster.feature_size" and value % 32:
         raise ConfigError(f"config key '{key}': {value!r} must be a multiple of 32 (EfficientNet's stride)")
     if key == "synth.image_size" and value < 32:

@@ -123,3 +123,41 @@ def post_dataset(pattern: str, stored_size: int, batch_size: int, image_size: in
         dataset = dataset.map(lambda b: {**b, "image": _resize(b["image"], image_size, stored_size),
                                          "edge": _resize(b["edge"], image_size, stored_size)})
     return dataset.prefetch(AUTOTUNE)
+
+
+def to_signed_unit(images):
+    """uint8 [0, 255] → float32 [−1, 1], the GANs' image range."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def edge_to_image_dataset(pattern: str, stored_size: int, image_size: int, batch_size: int, seed: int = 0,
+                          flip: bool = True, cluster_of: dict = None, shuffle_buffer: int = 2048) -> tf.data.Dataset:
+    """Shuffled, repeating batches of (edge map, colour image) of the same post for pix2pix.
+
+    Elements: `edge`, `image` float32 [B, S, S, 3] in [−1, 1] (flipped together when `flip`) and
+    `cluster` int32 [B]: the post's cluster id from `cluster_of` ({post_id: id}; a post missing
+    there is an error at build time, not a silent 0), or 0 for every post without it.
+    """
+    files = list_files(pattern, "post record")
+    if cluster_of is not None:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(list(cluster_of), tf.string),
+                                                tf.constant(list(cluster_of.values()), tf.int32)), default_value=-1)
+    dataset = _records(files, parallel=True).shuffle(shuffle_buffer, seed=seed).repeat().enumerate()
+
+    def to_example(index, serialized):
+        post = records.parse_post(serialized, stored_size)
+        edge, image = post["edge"], post["image"]
+        if flip:
+            flipped = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), index])) < 0.5
+            edge = tf.where(flipped, tf.reverse(edge, [1]), edge)
+            image = tf.where(flipped, tf.reverse(image, [1]), image)
+        cluster = table.lookup(post["post_id"]) if cluster_of is not None else tf.constant(0, tf.int32)
+        return {"edge": edge, "image": image, "cluster": cluster}
+
+    dataset = dataset.map(to_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(lambda b: {"edge": to_signed_unit(_resize(b["edge"], image_size, stored_size)),
+                                     "image": to_signed_unit(_resize(b["image"], image_size, stored_size)),
+                                     "cluster": b["cluster"]}, num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)

@@ -102,8 +102,17 @@ def _run_cluster(config, workdir, dataset):
     return cluster.run(config.cluster)
 
 
+def _run_export(config, workdir, dataset):
+    from pop_tf.stages import export
+    config.export.workdir = workdir
+    built = {"ranker": "train_ranker", "clusterer": "cluster", "translator": "train_translator"}
+    # a model whose training stage has not landed yet cannot be exported
+    config.export.models = [m for m in config.export.models if built[m] in _RUNNERS]
+    return export.run(config.export)
+
+
 _RUNNERS = {"synth": _run_synth, "ingest": _run_ingest, "pairs": _run_pairs, "train_ranker": _run_train_ranker,
-            "score": _run_score, "cluster": _run_cluster}
+            "score": _run_score, "cluster": _run_cluster, "export": _run_export}
 
 
 def run(config: config_lib.Config, workdir: str, dataset: str = None, until: str = None) -> dict:

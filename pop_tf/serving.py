@@ -62,10 +62,9 @@ def fit_to_square(images, size: int):
     new_h = tf.maximum(1, tf.cast(tf.round(tf.cast(height, tf.float32) * size / longer), tf.int32))
     new_w = tf.maximum(1, tf.cast(tf.round(tf.cast(width, tf.float32) * size / longer), tf.int32))
 
-    def resized():
-        return tf.image.resize(images, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
-
-    images = tf.cond(tf.logical_and(tf.equal(height, new_h), tf.equal(width, new_w)), lambda: images, resized)
+    # Resizing to the same size is the identity (bilinear samples land on the pixel centres),
+    # so no branch is needed for images that are already S×S.
+    images = tf.image.resize(images, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
     top, left = (size - new_h) // 2, (size - new_w) // 2
     padded = tf.pad(images - 255.0, [[0, 0], [top, size - new_h - top], [left, size - new_w - left], [0, 0]])
     return tf.ensure_shape(padded + 255.0, [None, size, size, 3])

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from pop_tf import config as config_lib
-from pop_tf import pipeline
+from pop_tf import pipeline, serving
+from pop_tf.stages import export
 from tests.conftest import tiny_config
 
 
@@ -48,21 +49,37 @@ def test_run_cli_dry_run_prints_every_section(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_run_trains_scores_and_clusters_then_skips(tmp_path, capsys):
-    workdir = tmp_path / "w"
-    results = pipeline.run(tiny_config(), str(workdir), until="cluster")
-    assert set(results) == {"synth", "ingest", "pairs", "train_ranker", "score", "cluster"}
+def test_run_trains_scores_clusters_exports_then_skips(tmp_path, capsys):
+    workdir, exported = tmp_path / "w", tmp_path / "serving"
+    config = lambda *sets: tiny_config(f"export.export_dir={exported}", *sets)
+    results = pipeline.run(config(), str(workdir))
+    assert set(results) == {"synth", "ingest", "pairs", "train_ranker", "score", "cluster", "export"}
+    assert results["export"]["ranker"] == str(exported / "ranker" / "1")
+    assert serving.read_model_card(str(exported / "clusterer" / "1"), "clusterer")
     metrics = json.loads(open(results["train_ranker"]["metrics"]).read())
     assert "kendall_tau" in metrics  # the synthetic dataset's truth file was found
     assert os.path.isfile(results["score"]["scores"]) and os.path.isfile(results["cluster"]["clusters"])
     assert (workdir / "logs" / "train_ranker").is_dir()
     capsys.readouterr()
-    pipeline.run(tiny_config(), str(workdir), until="cluster")
-    assert capsys.readouterr().err.count("skipped") == 6
-    # a score option reruns score only (cluster does not read its outputs)
-    pipeline.run(tiny_config("score.popular_quantile=0.8"), str(workdir), until="cluster")
+    pipeline.run(config(), str(workdir))
+    assert capsys.readouterr().err.count("skipped") == 7
+    # a score option reruns score only: cluster and export do not read its outputs
+    pipeline.run(config("score.popular_quantile=0.8"), str(workdir))
     err = capsys.readouterr().err
     assert "[train_ranker] complete with the same inputs, skipped" in err and "[score] running" in err
+    assert "[cluster] complete" in err and "[export] complete" in err
+    # exporting the same models again keeps the version; a retrained ranker gets version 2
+    again = export.run(config_lib.ExportConfig(workdir=str(workdir), export_dir=str(exported),
+                                               models=["ranker"]))
+    assert again["ranker"] == str(exported / "ranker" / "1")
+    pipeline.run(config("train_ranker.seed=1"), str(workdir))
+    assert sorted(os.listdir(exported / "ranker")) == ["1", "2"]
+    assert sorted(os.listdir(exported / "clusterer")) == ["1"]
+
+
+def test_export_names_a_missing_model(tmp_path):
+    with pytest.raises(export.ExportError, match="no translator SavedModel at .*run the train_translator stage"):
+        export.run(config_lib.ExportConfig(workdir=str(tmp_path), models=["translator"]))
 
 
 def test_until_names_a_stage():

@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from pop_tf import config as config_lib
-from pop_tf import data, records, serving
+from pop_tf import data, records, serving, training
 from pop_tf.models import backbones
 from pop_tf.models import ranker as ranker_lib
 from pop_tf.stages import score, train_ranker
@@ -272,7 +272,7 @@ def test_nan_loss_stops_with_step_loss_name_and_checkpoint(pairs_workdir, tmp_pa
     cfg = tiny_config(f"train_ranker.output={tmp_path / 'nan'}", "train_ranker.head_learning_rate=1e38",
                       "train_ranker.backbone_learning_rate=1e38", "train_ranker.steps_per_epoch=6").train_ranker
     cfg.input, cfg.images = str(pairs_workdir / "pairs"), str(pairs_workdir / "ingest")
-    with pytest.raises(train_ranker.TrainingDivergedError, match=r"'loss' became NaN or infinite at step \d+"):
+    with pytest.raises(training.TrainingDivergedError, match=r"'loss' became NaN or infinite at step \d+"):
         train_ranker.run(cfg)
     assert not (tmp_path / "nan" / "saved_model").exists()
 

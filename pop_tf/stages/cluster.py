@@ -14,6 +14,7 @@ Outputs in `cluster.output` (written into a staging folder, then installed toget
   the resolved config.
 - `contact_sheet.png`: the paper's Fig. 6, one row per cluster (cluster 0, the largest, on top):
   up to `examples_per_cluster` training images closest to the centre, after a label tile.
+- `feature_extractor.weights.h5`: the exact extractor weights (the translator's E loads them).
 - `saved_model/`: the clusterer SavedModel of SPEC §7 (`embed`, `assign`, `pop_tf.json`).
 - `config.json`: the resolved `cluster` section.
 
@@ -46,7 +47,10 @@ CLUSTERS_JSON = "clusters.json"
 CONTACT_SHEET = "contact_sheet.png"
 SAVED_MODEL = "saved_model"
 CONFIG = "config.json"
-OWNED_FILES = (FEATURES, ASSIGNMENTS, CLUSTERS_NPZ, CLUSTERS_JSON, CONTACT_SHEET, CONFIG)
+# The feature extractor's exact weights: the translator's L_d/L_m must measure G's images with the
+# network that made the cluster statistics (with weights=none it is a seeded random network).
+EXTRACTOR_WEIGHTS = "feature_extractor.weights.h5"
+OWNED_FILES = (FEATURES, ASSIGNMENTS, CLUSTERS_NPZ, CLUSTERS_JSON, CONTACT_SHEET, CONFIG, EXTRACTOR_WEIGHTS)
 # Contact sheet layout: square tiles of the ingested image size (at most SHEET_MAX_TILE pixels),
 # SHEET_GAP pixels of white after every row and tile; the first tile of a row is its label.
 SHEET_MAX_TILE = 128
@@ -181,6 +185,39 @@ def _write_assignments(path: str, post_ids, splits, labels) -> None:
             writer.writerow([row[0], row[1], int(row[2])])
 
 
+def read_assignments(cluster_dir: str) -> dict:
+    """{post_id: cluster id} from a cluster output folder's assignments.csv."""
+    with open(os.path.join(cluster_dir, ASSIGNMENTS), newline="", encoding="utf-8") as f:
+        return {row["post_id"]: int(row["cluster"]) for row in csv.DictReader(f)}
+
+
+def load_outputs(cluster_dir: str) -> tuple:
+    """(ClusterStats, {post_id: cluster}, the exact feature extractor) of a cluster output folder.
+
+    Raises:
+        ClusterStageError: when the folder is not a complete cluster output.
+    """
+    from pop_tf.models import clusterer
+
+    needed = [os.path.join(cluster_dir, name) for name in (CLUSTERS_NPZ, ASSIGNMENTS, CONFIG, EXTRACTOR_WEIGHTS)]
+    missing = [path for path in needed if not os.path.isfile(path)]
+    if missing:
+        raise ClusterStageError(f"{cluster_dir} is not a complete cluster output (missing {', '.join(missing)}); "
+                                "run `python -m pop_tf.train clusterer` first")
+    with open(os.path.join(cluster_dir, CONFIG)) as f:
+        config = json.load(f)
+    if str(config["weights"]).startswith("hub:"):  # the module itself holds the weights
+        extractor = clusterer.ClusterFeatures(weights=config["weights"], feature_size=int(config["feature_size"]))
+    else:
+        import numpy as np
+
+        size = int(config["feature_size"])
+        extractor = clusterer.ClusterFeatures(weights="none", feature_size=size)
+        extractor(np.zeros([1, size, size, 3], np.float32))  # build before loading
+        extractor.load_weights(os.path.join(cluster_dir, EXTRACTOR_WEIGHTS))
+    return clusterer.ClusterStats.load(os.path.join(cluster_dir, CLUSTERS_NPZ)), read_assignments(cluster_dir), extractor
+
+
 def run(cfg: config_lib.ClusterConfig) -> dict:
     """Runs the cluster stage; returns the artifact paths. Raises a PopTfError with a sentence."""
     from pop_tf import serving
@@ -200,8 +237,10 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
           f"(EfficientNet-B0 at {cfg.feature_size}², weights {cfg.weights}, k={cfg.num_clusters}, "
           f"seed {cfg.seed})", file=sys.stderr, flush=True)
 
+    import keras
     import tensorflow as tf
 
+    keras.utils.set_random_seed(cfg.seed)  # weights=none: the same random extractor for a seed
     model = clusterer.ClusterFeatures(weights=cfg.weights, feature_size=cfg.feature_size)
     # One traced function for both splits (the batch dimension is left open for the last batch).
     embed = tf.function(lambda images: model(images, training=False),
@@ -223,6 +262,7 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
     _write_features(os.path.join(staging, FEATURES), post_ids, splits, features)
     _write_assignments(os.path.join(staging, ASSIGNMENTS), post_ids, splits, labels)
     stats.save(os.path.join(staging, CLUSTERS_NPZ))
+    model.save_weights(os.path.join(staging, EXTRACTOR_WEIGHTS))
 
     train_labels = labels[:len(train_ids)]
     examples = choose_examples(train_features, train_labels, stats.centers, cfg.examples_per_cluster)
@@ -271,6 +311,7 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
         "contact_sheet": os.path.join(output, CONTACT_SHEET),
         "saved_model": os.path.join(output, SAVED_MODEL),
         "config": os.path.join(output, CONFIG),
+        "extractor_weights": os.path.join(output, EXTRACTOR_WEIGHTS),
     }
 
 

@@ -30,10 +30,6 @@ STAGE = "train_ranker"
 METRICS = "metrics.json"
 
 
-class TrainingDivergedError(PopTfError):
-    """The loss became NaN or infinite; the message names the step, the loss and the checkpoint."""
-
-
 class RankerInputError(PopTfError):
     """The pairs or images the ranker needs are missing."""
 
@@ -51,41 +47,19 @@ def _fingerprint(path: str) -> str:
         return ""
 
 
-def _callbacks(cfg, manager, trainer, total_steps, logdir, preview):
+def _summaries(trainer, logdir, preview):
+    """Learning rates and the held-out preview images sorted by score, once per epoch."""
     import keras
     import numpy as np
     import tensorflow as tf
 
-    optimizer = trainer.backbone_optimizer
-
-    class StopOnNaN(keras.callbacks.Callback):
-        """Stops at the first non-finite loss before anything saves the bad weights."""
-
-        diverged_at = None
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                self.diverged_at = int(optimizer.iterations)
-                self.model.stop_training = True
-
-    class CheckpointEvery(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            step = int(optimizer.iterations)
-            if nan.diverged_at is None and step % cfg.checkpoint_every == 0:
-                manager.save(checkpoint_number=step)
-            if step >= total_steps:
-                self.model.stop_training = True  # a resumed run ends exactly at the planned step
-
     class Summaries(keras.callbacks.Callback):
-        """Learning rates and the held-out preview images sorted by score, once per epoch."""
-
         def __init__(self):
             super().__init__()
             self.writer = tf.summary.create_file_writer(os.path.join(logdir, "images"))
 
         def on_epoch_end(self, epoch, logs=None):
-            step = int(optimizer.iterations)
+            step = int(trainer.backbone_optimizer.iterations)
             with self.writer.as_default(step=step):
                 tf.summary.scalar("learning_rate/backbone", float(trainer.backbone_optimizer.learning_rate))
                 tf.summary.scalar("learning_rate/head", float(trainer.head_optimizer.learning_rate))
@@ -96,9 +70,7 @@ def _callbacks(cfg, manager, trainer, total_steps, logdir, preview):
                                      max_outputs=len(order), step=step,
                                      description="scores: " + ", ".join(f"{s:.2f}" for s in scores[order]))
 
-    nan = StopOnNaN()
-    tensorboard = keras.callbacks.TensorBoard(logdir, update_freq=max(1, cfg.checkpoint_every // 4))
-    return nan, [nan, CheckpointEvery(), Summaries(), tensorboard]
+    return Summaries()
 
 
 def _optimizer(cfg, learning_rate: float, total_steps: int):
@@ -109,20 +81,6 @@ def _optimizer(cfg, learning_rate: float, total_steps: int):
     if cfg.weight_decay > 0:
         return keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
     return keras.optimizers.Adam(learning_rate)
-
-
-def _restore(checkpoint, manager) -> str:
-    """Restores the newest readable checkpoint; returns its path ('' for a fresh start)."""
-    import tensorflow as tf
-
-    for path in reversed(manager.checkpoints):
-        try:
-            checkpoint.restore(path).assert_existing_objects_matched()
-            return path
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
-            print(f"train_ranker: checkpoint {path} is unreadable ({type(e).__name__}); trying the previous one",
-                  file=sys.stderr)
-    return ""
 
 
 def _load_truth(path: str) -> dict:
@@ -189,7 +147,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     import keras
     import tensorflow as tf
 
-    from pop_tf import data, serving
+    from pop_tf import data, serving, training
     from pop_tf.models import ranker as ranker_lib
 
     started = time.monotonic()
@@ -210,7 +168,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     checkpoint = tf.train.Checkpoint(ranker=ranker, backbone_optimizer=trainer.backbone_optimizer,
                                      head_optimizer=trainer.head_optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.output, "checkpoints"), max_to_keep=3)
-    restored = _restore(checkpoint, manager)
+    restored = training.restore_newest(checkpoint, manager, STAGE)
     start_step = int(trainer.backbone_optimizer.iterations)
     if restored:
         print(f"train_ranker: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
@@ -224,21 +182,18 @@ def run(cfg: config_lib.RankerConfig) -> dict:
         if has_test else None
     preview = _preview_images(images_dir, stored_size, cfg.image_size, cfg.num_logged_images) \
         if images_dir and tf.io.gfile.glob(os.path.join(images_dir, "test-*.tfrecord.gz")) else None
-    nan, callbacks = _callbacks(cfg, manager, trainer, total_steps, logdir, preview)
+    control = training.TrainingCallbacks(manager, lambda: trainer.backbone_optimizer.iterations,
+                                         cfg.checkpoint_every, total_steps)
+    tensorboard = keras.callbacks.TensorBoard(logdir, update_freq=max(1, cfg.checkpoint_every // 4))
+    callbacks = [control, _summaries(trainer, logdir, preview), tensorboard]
     test_steps = math.ceil(int(pair_stats["pairs"].get("test", 0)) / cfg.batch_size) or None
     if start_step < total_steps:
         trainer.fit(train, epochs=cfg.epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
                     steps_per_epoch=steps_per_epoch, validation_data=test, validation_steps=test_steps,
                     callbacks=callbacks, verbose=2)
-    if nan.diverged_at is not None:
-        last = manager.latest_checkpoint or "none (no checkpoint was written before)"
-        raise TrainingDivergedError(
-            f"train_ranker: the loss 'loss' became NaN or infinite at step {nan.diverged_at}; training stopped. "
-            f"Last good checkpoint: {last}. Lower train_ranker.backbone_learning_rate/head_learning_rate "
-            "and rerun (it resumes from that checkpoint).")
+    control.raise_if_diverged(STAGE, "Lower train_ranker.backbone_learning_rate/head_learning_rate")
+    control.save_final()
     final_step = int(trainer.backbone_optimizer.iterations)
-    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{final_step}"):
-        manager.save(checkpoint_number=final_step)
 
     metrics = {"steps": final_step, "train_pairs": num_train}
     if test is not None:

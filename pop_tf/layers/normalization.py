@@ -1,0 +1,208 @@
+"""Normalisation layers with PyTorch's semantics, for faithful ports of DMIT and pix2pix.
+
+Keras 3 has no instance-norm layer; `GroupNormalization(groups=-1)` computes one but with
+epsilon 1e-3 and an affine transform on by default (SPEC §2), and `LayerNormalization` over
+(H, W, C) learns one scale per element instead of one per channel. These layers reproduce the
+PyTorch layers the reference code uses. All expect channels-last input.
+"""
+
+import keras
+from keras import ops
+
+PACKAGE = "pop_tf"
+
+
+def _normal_002():
+    # DMIT's `--init_type normal`: N(0, 0.02) for every conv and linear weight.
+    return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class InstanceNormalization(keras.layers.Layer):
+    """Instance normalisation: each sample's channels normalised over their spatial axes.
+
+    y = (x − mean) / sqrt(var + epsilon), with the biased variance over every axis except the
+    batch and the channel (last) axis, per sample and channel. With the defaults it equals
+    PyTorch's `InstanceNorm2d(affine=False, eps=1e-5, track_running_stats=False)`, which DMIT and
+    pix2pix use; there are no running statistics, so training and inference agree.
+
+    Args:
+        epsilon: added to the variance.
+        center: learn a per-channel offset (beta, initialised to 0).
+        scale: learn a per-channel scale (gamma, initialised to 1).
+        **kwargs: base `keras.layers.Layer` arguments (name, dtype, ...).
+
+    References:
+        Ulyanov, Vedaldi, Lempitsky, "Instance Normalization: The Missing Ingredient for Fast
+        Stylization", arXiv:1607.08022, 2016.
+    """
+
+    def __init__(self, epsilon=1e-5, center=False, scale=False, **kwargs):
+        super().__init__(**kwargs)
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon}.")
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.gamma = None
+        self.beta = None
+
+    def build(self, input_shape):
+        if len(input_shape) < 3:
+            raise ValueError(
+                f"InstanceNormalization needs inputs with at least one spatial axis "
+                f"([N, ..., C]), got shape {input_shape}.")
+        channels = input_shape[-1]
+        if self.scale:
+            self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        if self.center:
+            self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, inputs):
+        axes = list(range(1, len(inputs.shape) - 1))
+        mean, variance = ops.moments(inputs, axes=axes, keepdims=True)
+        outputs = (inputs - mean) * ops.rsqrt(variance + self.epsilon)
+        if self.gamma is not None:
+            outputs = outputs * ops.cast(self.gamma, outputs.dtype)
+        if self.beta is not None:
+            outputs = outputs + ops.cast(self.beta, outputs.dtype)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon, "center": self.center, "scale": self.scale})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LayerNormalization(keras.layers.Layer):
+    """Layer normalisation of a feature map as DMIT's up-sampling blocks use it.
+
+    Each sample is normalised over all of (H, W, C) together (biased variance, epsilon inside
+    the square root), then scaled and shifted PER CHANNEL: gamma and beta have shape [C]
+    (initialised to 1 and 0). This is DMIT's `LayerNorm` (adapted from MUNIT), i.e. PyTorch
+    `F.layer_norm(x, x.shape[1:], weight.expand(...), bias.expand(...))` with per-channel
+    weights. `keras.layers.LayerNormalization(axis=[1, 2, 3])` normalises the same way but learns
+    a separate gamma and beta for every (h, w, c) element and defaults to epsilon 1e-3, which
+    also ties it to one image size; hence this layer.
+
+    Args:
+        epsilon: added to the variance.
+        affine: learn the per-channel gamma and beta.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    References:
+        Ba, Kiros, Hinton, "Layer Normalization", arXiv:1607.06450, 2016; DMIT
+        `models/modules/network.py` (`LayerNorm`); Huang et al., "Multimodal Unsupervised
+        Image-to-Image Translation" (MUNIT), ECCV 2018.
+    """
+
+    def __init__(self, epsilon=1e-5, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon}.")
+        self.epsilon = float(epsilon)
+        self.affine = bool(affine)
+        self.gamma = None
+        self.beta = None
+
+    def build(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(
+                f"LayerNormalization needs inputs of shape [N, ..., C], got {input_shape}.")
+        if self.affine:
+            channels = input_shape[-1]
+            self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+            self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, inputs):
+        axes = list(range(1, len(inputs.shape)))
+        mean, variance = ops.moments(inputs, axes=axes, keepdims=True)
+        outputs = (inputs - mean) * ops.rsqrt(variance + self.epsilon)
+        if self.affine:
+            outputs = outputs * ops.cast(self.gamma, outputs.dtype) + ops.cast(
+                self.beta, outputs.dtype)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon, "affine": self.affine})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CentralBiasingInstanceNorm(keras.layers.Layer):
+    """DMIT's CBIN (Central Biasing Instance Normalisation): IN(x) + tanh(SN-Linear(code)).
+
+    The feature map is instance-normalised without affine parameters, then a per-channel bias
+    computed from a condition vector is added (broadcast over space): no scale, only a shift of
+    each channel's centre. The linear layer is spectrally normalised and initialised N(0, 0.02),
+    as every linear layer in DMIT. DMIT uses it in the decoder (code = concat(domain label,
+    style)) and in the discriminators (code = domain label).
+
+    Call it on a list, `layer([x, code])`, with x of shape [N, H, W, C] and code of shape
+    [N, code_dim]; a list input (like `keras.layers.Concatenate`) keeps it usable in functional
+    models and gives `build` both shapes at once. C is taken from x at build time.
+
+    Args:
+        epsilon: added to the variance of the instance norm.
+        spectral_normalization: wrap the bias layer in `keras.layers.SpectralNormalization`.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    References:
+        Yu, Cai, Ying, Li, "SingleGAN: Image-to-Image Translation by a Single-Generator Network
+        using Multiple Generative Adversarial Learning", ACCV 2018, and Yu et al.,
+        "Multi-Mapping Image-to-Image Translation with Central Biasing Normalization",
+        arXiv:1806.10050 (CBIN); DMIT `models/modules/cbin.py`.
+    """
+
+    def __init__(self, epsilon=1e-5, spectral_normalization=True, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+        self.spectral_normalization = bool(spectral_normalization)
+        self.instance_norm = InstanceNormalization(epsilon=epsilon, name="instance_norm")
+        self.bias_dense = None
+
+    def _split(self, values, what):
+        if not isinstance(values, (list, tuple)) or len(values) != 2:
+            raise ValueError(
+                f"CentralBiasingInstanceNorm must be called on a list [x, code], got {what} "
+                f"{values!r}.")
+        return values
+
+    def build(self, input_shape):
+        x_shape, code_shape = self._split(input_shape, "input shape")
+        dense = keras.layers.Dense(
+            x_shape[-1], kernel_initializer=_normal_002(), bias_initializer="zeros",
+            name="bias_dense")
+        if self.spectral_normalization:
+            dense = keras.layers.SpectralNormalization(dense, name="sn_bias_dense")
+        dense.build(tuple(code_shape))
+        self.bias_dense = dense
+        self.instance_norm.build(tuple(x_shape))
+
+    def call(self, inputs):
+        x, code = self._split(inputs, "inputs")
+        # The spectral-norm wrapper picks up `training` from the call context.
+        bias = self.bias_dense(code)
+        bias = ops.tanh(ops.cast(bias, x.dtype))
+        # [N, C] -> [N, 1, ..., 1, C] so that it broadcasts over every spatial axis.
+        bias = ops.reshape(bias, (-1,) + (1,) * (len(x.shape) - 2) + (x.shape[-1],))
+        return self.instance_norm(x) + bias
+
+    def compute_output_shape(self, input_shape):
+        return self._split(input_shape, "input shape")[0]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "epsilon": self.epsilon,
+            "spectral_normalization": self.spectral_normalization,
+        })
+        return config

@@ -1,0 +1,104 @@
+"""What every training stage shares around `fit()`: checkpoints, resume, NaN stop, schedules.
+
+- `restore_newest` restores the newest readable checkpoint of a `tf.train.CheckpointManager`
+  (a corrupt newest one falls back to the one before), so a killed run continues its step count.
+- `TrainingCallbacks` stops at the first non-finite loss *before* anything saves the bad
+  weights, saves a checkpoint every N steps, and ends a resumed run exactly at the planned step.
+- `ConstantThenLinearDecay` is DMIT's schedule (constant, then linear decay to 0).
+"""
+
+import math
+import sys
+
+import keras
+import tensorflow as tf
+
+from pop_tf.errors import PopTfError
+
+
+class TrainingDivergedError(PopTfError):
+    """A loss became NaN or infinite; the message names the step, the loss and the checkpoint."""
+
+
+def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, stage: str) -> str:
+    """Restores the newest readable checkpoint; returns its path ('' for a fresh start)."""
+    for path in reversed(manager.checkpoints):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+            return path
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            print(f"{stage}: checkpoint {path} is unreadable ({type(e).__name__}); trying the previous one",
+                  file=sys.stderr)
+    return ""
+
+
+class TrainingCallbacks(keras.callbacks.Callback):
+    """NaN stop, checkpoints every `every` steps and a hard stop at `total_steps`.
+
+    Args:
+        manager: the run's CheckpointManager.
+        step: a callable returning the global step (e.g. an optimizer's `iterations`).
+        every: steps between checkpoints.
+        total_steps: the planned length of the run.
+        losses: the log names to watch for NaN/Inf (default: every logged value).
+    """
+
+    def __init__(self, manager, step, every: int, total_steps: int, losses=None):
+        super().__init__()
+        self.manager, self.step, self.every, self.total_steps = manager, step, every, total_steps
+        self.losses = losses
+        self.diverged = None  # (step, loss name) once a loss is not finite
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.step())
+        for name, value in (logs or {}).items():
+            if (self.losses is None or name in self.losses) and not math.isfinite(float(value)):
+                self.diverged = (step, name)
+                self.model.stop_training = True
+                return
+        if step % self.every == 0:
+            self.manager.save(checkpoint_number=step)
+        if step >= self.total_steps:
+            self.model.stop_training = True
+
+    def raise_if_diverged(self, stage: str, hint: str) -> None:
+        if self.diverged is None:
+            return
+        step, name = self.diverged
+        last = self.manager.latest_checkpoint or "none (no checkpoint was written before)"
+        raise TrainingDivergedError(
+            f"{stage}: the loss '{name}' became NaN or infinite at step {step}; training stopped. "
+            f"Last good checkpoint: {last}. {hint} and rerun (it resumes from that checkpoint).")
+
+    def save_final(self) -> None:
+        step = int(self.step())
+        if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{step}"):
+            self.manager.save(checkpoint_number=step)
+
+
+@keras.saving.register_keras_serializable(package="pop_tf")
+class ConstantThenLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """`rate` for the first `total_steps − decay_steps` steps, then linearly down to 0 (DMIT).
+
+    Args:
+        rate: the initial learning rate.
+        total_steps: the run's length in steps.
+        decay_steps: the steps of linear decay at the end (0: constant throughout).
+
+    Reference:
+        DMIT/CycleGAN `lr_policy='linear'`: 100 epochs constant + 100 decaying.
+    """
+
+    def __init__(self, rate: float, total_steps: int, decay_steps: int):
+        self.rate, self.total_steps, self.decay_steps = float(rate), int(total_steps), int(decay_steps)
+
+    def __call__(self, step):
+        if self.decay_steps <= 0:
+            return tf.constant(self.rate, tf.float32)
+        step = tf.cast(step, tf.float32)
+        start = float(self.total_steps - self.decay_steps)
+        fraction = tf.clip_by_value((step - start) / float(self.decay_steps), 0.0, 1.0)
+        return self.rate * (1.0 - fraction)
+
+    def get_config(self):
+        return {"rate": self.rate, "total_steps": self.total_steps, "decay_steps": self.decay_steps}
