@@ -143,6 +143,9 @@ def run(cfg: config_lib.RankerConfig) -> dict:
         raise RankerInputError(f"{cfg.input} holds no training pairs; loosen the pair rule "
                                "(pairs.min_log_margin, pairs.window_days) or bring more posts per user")
     images_dir = cfg.images or pair_stats.get("input", "")
+    if cfg.truth and not os.path.isfile(cfg.truth):
+        raise RankerInputError(f"train_ranker.truth: {cfg.truth} does not exist (leave it empty when the "
+                               "dataset has no truth file)")
 
     import keras
     import tensorflow as tf
@@ -200,11 +203,8 @@ def run(cfg: config_lib.RankerConfig) -> dict:
         evaluation = trainer.evaluate(test, steps=test_steps, verbose=0, return_dict=True)
         metrics.update({"pairwise_accuracy": float(evaluation["pairwise_accuracy"]),
                         "test_loss": float(evaluation["loss"]), "test_pairs": int(pair_stats["pairs"]["test"])})
-    truth_path = cfg.truth
-    if truth_path and not os.path.isfile(truth_path):
-        raise RankerInputError(f"train_ranker.truth: {truth_path} does not exist")
-    if truth_path and images_dir:
-        metrics.update(_truth_metrics(ranker, images_dir, stored_size, truth_path, cfg.batch_size))
+    if cfg.truth and images_dir:
+        metrics.update(_truth_metrics(ranker, images_dir, stored_size, cfg.truth, cfg.batch_size))
     saved_model = serving.export_ranker(ranker, os.path.join(cfg.output, "saved_model"),
                                         config_lib.to_dict(cfg), _fingerprint(stats_path), metrics=metrics)
     ranker.save_weights(os.path.join(cfg.output, "ranker.weights.h5"))
