@@ -292,6 +292,9 @@ _FRESH_PROCESS = textwrap.dedent("""
            "signature": model.signatures["score"](images=tf.constant(images))["score"].numpy().tolist(),
            "jpeg": model.score_jpeg(tf.constant([open(sys.argv[3], "rb").read()]))["score"].numpy().tolist(),
            "pop_tf_loaded": "pop_tf" in sys.modules}
+    import tensorflow_hub as hub  # SPEC §2: every exported SavedModel also loads with hub.load
+    via_hub = hub.load(sys.argv[1])  # held: a loaded model's functions need its variables alive
+    out["hub"] = via_hub.score(images)["score"].numpy().tolist()
     errors = {}
     for name, bad in {"empty": np.zeros((0, 8, 8, 3), np.uint8), "channels": np.zeros((1, 8, 8, 2), np.uint8),
                       "rank": np.zeros((8, 8, 3), np.uint8)}.items():
@@ -330,6 +333,7 @@ def test_saved_model_in_a_fresh_process_matches_the_keras_model(trained, tmp_pat
     expected = ranker(images.astype(np.float32) / 255.0).numpy()
     np.testing.assert_allclose(out["score"], expected, atol=1e-4)
     np.testing.assert_allclose(out["signature"], expected, atol=1e-4)
+    np.testing.assert_allclose(out["hub"], expected, atol=1e-4)
     np.testing.assert_allclose(out["jpeg"], expected[:1], atol=1e-4)
     assert "got an empty batch" in out["errors"]["empty"]
     assert "got a different channel count" in out["errors"]["channels"]
