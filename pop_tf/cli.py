@@ -92,6 +92,11 @@ def cmd_bench(args, extra) -> int:
     return bench.main(extra)
 
 
+def cmd_translate(args, extra) -> int:
+    from pop_tf import translate
+    return translate.main(extra)
+
+
 def _no_extra(extra) -> None:
     if extra:
         raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
@@ -151,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measured speed figures (see `pop-tf bench --help`)", add_help=False)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("translate", help="style/content/random-style translations of two images as the 10-image grid",
+                       add_help=False)
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("run", help="run the pipeline's stages in order")
     p.add_argument("--workdir", required=True, help="folder for every stage's outputs")

@@ -1,0 +1,92 @@
+"""`pop-tf translate`: the translator SavedModel's inference modes on a pair of images.
+
+Works from the exported SavedModel only (SPEC §7), so it shows exactly what other apps get:
+- style translation A→B: A's content, the style encoded from B, B's domain
+  (`translate(A, B, domain_b)`);
+- content translation A→B: B's content with A's style, under B's domain (`translate(B, A, domain_b)`);
+- random styles: A→A and B→B with styles from the prior (`sample`, seeded).
+
+`translation_grid` lays them out as the paper's 10-image row: A | B | style A→B | content A→B |
+three random A→A | three random B→B.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from pop_tf.errors import PopTfError, UsageError
+
+GRID_COLUMNS = ("A", "B", "style A→B", "content A→B", "A→A rand 1", "A→A rand 2", "A→A rand 3",
+                "B→B rand 1", "B→B rand 2", "B→B rand 3")
+RANDOM_STYLES = 3
+
+
+def translation_grid(model, image_a, image_b, domain_a: str, domain_b: str, seed: int = 0) -> np.ndarray:
+    """The 10-image row for one pair, uint8 [S, 10·S, 3].
+
+    Args:
+        model: a loaded translator SavedModel (`tf.saved_model.load`).
+        image_a, image_b: uint8 [H, W, 3] of any size (fitted to S by the model).
+        domain_a, domain_b: domain names of A and B, e.g. "unpopular/color", "popular/color".
+        seed: the seed of the random styles.
+    """
+    import tensorflow as tf
+
+    a, b = tf.constant(image_a[None], tf.uint8), tf.constant(image_b[None], tf.uint8)
+    target_b, target_a = tf.constant([domain_b]), tf.constant([domain_a])
+    style = model.translate(content=a, reference=b, target_domain=target_b)["images"][0]
+    content = model.translate(content=b, reference=a, target_domain=target_b)["images"][0]
+    seed_t, count = tf.constant(seed, tf.int64), tf.constant(RANDOM_STYLES, tf.int32)
+    random_a = model.sample(content=a, target_domain=target_a, seed=seed_t, num_samples=count)["images"][0]
+    random_b = model.sample(content=b, target_domain=target_b, seed=seed_t, num_samples=count)["images"][0]
+    size = int(style.shape[0])
+    fitted = [tf.image.resize(x, (size, size), antialias=True) for x in (image_a, image_b)]
+    tiles = [tf.cast(tf.clip_by_value(tf.round(t), 0, 255), tf.uint8) for t in fitted]
+    tiles += [style, content, *tf.unstack(random_a), *tf.unstack(random_b)]
+    return np.concatenate([np.asarray(t) for t in tiles], axis=1)
+
+
+def _read_image(path: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as e:
+        raise PopTfError(f"cannot read image {path}: {e}") from None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="pop-tf translate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a translator SavedModel folder (saved_models/translator/<v>)")
+    parser.add_argument("--a", required=True, dest="image_a", help="image A (e.g. an unpopular garment)")
+    parser.add_argument("--b", required=True, dest="image_b", help="image B (e.g. a popular garment)")
+    parser.add_argument("--domain-a", default="unpopular/color", help="A's domain (default unpopular/color)")
+    parser.add_argument("--domain-b", default="popular/color", help="B's domain (default popular/color)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random styles")
+    parser.add_argument("--output", required=True, help="PNG file for the 10-image grid")
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+    from PIL import Image
+
+    from pop_tf import serving
+
+    try:
+        serving.read_model_card(args.model, expected_kind="translator")
+        model = tf.saved_model.load(args.model)
+        names = [n.decode() for n in model.domains()["names"].numpy()]
+        for flag, name in (("--domain-a", args.domain_a), ("--domain-b", args.domain_b)):
+            if name not in names:
+                raise UsageError(f"{flag} {name!r} is not a domain of this model; use one of {', '.join(names)}")
+        grid = translation_grid(model, _read_image(args.image_a), _read_image(args.image_b), args.domain_a,
+                                args.domain_b, args.seed)
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        Image.fromarray(grid).save(args.output)
+    except PopTfError as e:
+        print(f"pop-tf translate: error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(json.dumps({"grid": args.output, "columns": list(GRID_COLUMNS)}, indent=2, ensure_ascii=False))
+    return 0

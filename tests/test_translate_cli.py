@@ -1,0 +1,79 @@
+"""`pop-tf translate`: the 10-image grid from a translator SavedModel's endpoints (SPEC §7).
+
+A stand-in SavedModel with the translator's exact signatures makes the grid's layout testable
+without training: `translate` returns the reference, `sample` returns the content darkened by
+(seed + sample index), so every tile shows which call made it.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from pop_tf import serving, translate
+
+S = 8
+DOMAINS = ["unpopular/edge", "unpopular/color", "popular/edge", "popular/color"]
+
+
+class _FakeTranslator(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8), tf.TensorSpec(None, tf.uint8),
+                                  tf.TensorSpec([None], tf.string)])
+    def translate(self, content, reference, target_domain):
+        reference = tf.ensure_shape(reference, [None, None, None, 3])
+        return {"images": tf.image.resize(reference, (S, S), method="nearest")}
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8), tf.TensorSpec([None], tf.string),
+                                  tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int32)])
+    def sample(self, content, target_domain, seed, num_samples):
+        content = tf.ensure_shape(content, [None, None, None, 3])
+        base = tf.cast(tf.image.resize(content, (S, S), method="nearest"), tf.int32)
+        offsets = tf.cast(seed, tf.int32) + tf.range(num_samples)
+        images = base[:, None] - offsets[None, :, None, None, None]
+        return {"images": tf.cast(images, tf.uint8)}
+
+    @tf.function(input_signature=[])
+    def domains(self):
+        return {"names": tf.constant(DOMAINS)}
+
+
+@pytest.fixture(scope="module")
+def fake_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("translator") / "1"
+    module = _FakeTranslator()
+    tf.saved_model.save(module, str(path), signatures={"translate": module.translate, "sample": module.sample,
+                                                       "domains": module.domains})
+    serving.write_model_card(str(path), "translator", {}, "")
+    return path
+
+
+def test_grid_layout_follows_the_ten_columns(fake_model):
+    model = tf.saved_model.load(str(fake_model))
+    a, b = np.full((S, S, 3), 100, np.uint8), np.full((2 * S, 2 * S, 3), 200, np.uint8)
+    grid = translate.translation_grid(model, a, b, "unpopular/color", "popular/color", seed=5)
+    assert grid.shape == (S, 10 * S, 3) and len(translate.GRID_COLUMNS) == 10
+    tiles = [int(grid[0, i * S, 0]) for i in range(10)]
+    # A | B | style = B's style | content (reference A) | A→A: 100−(5,6,7) | B→B: 200−(5,6,7)
+    assert tiles == [100, 200, 200, 100, 95, 94, 93, 195, 194, 193]
+
+
+def test_cli_writes_the_grid_and_names_bad_domains(fake_model, tmp_path):
+    for name, value in (("a.png", 100), ("b.png", 200)):
+        Image.fromarray(np.full((S, S, 3), value, np.uint8)).save(tmp_path / name)
+    args = [sys.executable, "-m", "pop_tf", "translate", "--model", str(fake_model), "--a", str(tmp_path / "a.png"),
+            "--b", str(tmp_path / "b.png")]
+    result = subprocess.run([*args, "--output", str(tmp_path / "grid.png")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["columns"][2] == "style A→B"
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (10 * S, S)
+    bad = subprocess.run([*args, "--domain-b", "viral/color", "--output", str(tmp_path / "x.png")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--domain-b 'viral/color' is not a domain" in bad.stderr
+    assert "popular/color" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.png").exists()
