@@ -1,0 +1,1494 @@
+"""DMIT: multi-mapping image-to-image translation by disentangling content and style.
+
+The translation module of the popularity paper (SPEC §5 "Translator (DMIT)"), ported from the
+official PyTorch code (Xiaoming-Yu/DMIT, `models/modules/network.py`, `models/base_model.py`):
+
+- `ContentEncoder` E_c: image → domain-invariant content tensor (256 × S/4 × S/4 at paper
+  widths).
+- `StyleEncoder` E_s: image → (style, μ, logvar), a VAE posterior; style = μ + ε·exp(logvar / 2)
+  with the noise ε passed in (stateless, seeded by the caller).
+- `Generator` (DMIT's decoder): content + code → image, code = concat(domain label, style
+  [, cluster one-hot]); 6 residual blocks normalised by CBIN on the code, 2 up-sampling blocks
+  (layer norm + ReLU), 7×7 conv + tanh.
+- `ImageDiscriminator` D_x: 2 scales, conditioned on the label through CBIN (not projection),
+  hinge loss. `ContentDiscriminator` D_c: on the content tensor, conditioned on the label, LSGAN.
+- `DMITTrainer`: the `keras.Model` whose `train_step` runs DMIT's six updates per iteration, in
+  the official order, each with its own `GradientTape`, variable list and optimizer:
+  D_c, D_prior, D_enc, the full generator (decoder + both encoders), the decoder alone (latent
+  regression + diversity) and the content encoder alone (content reconstruction).
+
+Batches and domain pairing. The official season-transfer loader yields one image per domain
+and concatenates them, x = [x_A; x_B], with target index `range(-B/2, B/2)`: every image is
+translated to the OTHER image's domain and, for the encoded-style fake, takes the other image's
+style. Here a batch is a dict {"image_a", "label_a", "image_b", "label_b"} of N pairs; the
+trainer forms x = [image_a; image_b] (2N images), source labels [label_a; label_b] and target
+labels [label_b; label_a] (the "swap"), so one batch row = one image per domain of a domain
+pair, exactly DMIT's batch at N = 1. Labels are attribute vectors (popularity one-hot +
+modality one-hot, label_dim = 4), so any two of the four domains can form a pair and one model
+does multi-domain, multi-dimensional translation.
+
+Faithful to the official code (defaults = `options/*.py`): spectral normalisation on every
+conv, transposed conv and dense layer, N(0, 0.02) init; hinge image GAN whose D loss counts the
+real image with the wrong (target) label as fake (1 + ½ + ½ weighting); label-conditional
+LSGAN content GAN (real = (content, c_src), fake = (same content, c_tgt)); KL summed;
+λ_rec 10, λ_kl 0.01, λ_cyc 10, λ_style (latent regression) 1, λ_content 1, λ_div 0.05,
+adversarial 1; prior styles N(0, I).
+
+Deviations, each for a reason (see also the method docstrings):
+- One optimizer per variable set (SPEC §2; a Keras optimizer is bound to the variables it was
+  built with): the full-generator step, the decoder-only step and the content-encoder-only step
+  have three separate Adam instances. The official code has one Adam per NETWORK, so its decoder
+  shares moment estimates between the generator step and the decoder-only step.
+- Each sub-step recomputes its forward pass with the networks as they are at that moment. The
+  official code builds one graph at the start of the iteration and back-propagates the
+  decoder-only and content-encoder-only losses through activations computed before the
+  generator update (which newer PyTorch versions reject as an in-place modification).
+- The fakes shown to the discriminators are made with the generator networks in inference mode
+  (`training=False`): in training mode Keras's spectral normalisation writes the normalised
+  kernel back into the variable, which would change the generator's variables during a
+  discriminator step. For the same reason every network that a sub-step does not update is
+  called with `training=False` (dropout, when enabled, is then off in those calls too).
+- The official per-domain loss weights (`weight_source`, for class imbalance) are not ported;
+  every domain weighs 1.
+- Channel caps scale with the widths (official: fixed 256 / 512 / 1024, identical at paper
+  widths), so narrow demo/test networks stay narrow.
+- `diversity` can replace DMIT's diversity term by MSGAN's ("ms") and add Suzuki et al.'s
+  cluster condition and losses ("clusters", see `DMITTrainer`).
+
+Determinism: the trainer's random draws (reparameterisation ε, prior styles z) are stateless,
+from `seed`, the step counter and the replica id; `sample` draws from its own seed. Weight
+initialisation uses Keras's global seed (`keras.utils.set_random_seed`).
+
+References:
+    Yu, Wu, Cai, Li, Wang, Zhang, "Multi-mapping Image-to-Image Translation via Learning
+    Disentanglement", NeurIPS 2019 (DMIT; code: github.com/Xiaoming-Yu/DMIT).
+    Yu et al., "SingleGAN" (ACCV 2018) and arXiv:1806.10050 (central biasing normalisation).
+    Miyato et al., "Spectral Normalization for Generative Adversarial Networks", ICLR 2018.
+    Mao et al., "Mode Seeking Generative Adversarial Networks for Diverse Image Synthesis",
+    CVPR 2019. Suzuki, Sakaue, Sato, "Diversifying Image Synthesis using Data Classification",
+    VISAPP 2022.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from pop_tf import losses as L
+from pop_tf.layers import (
+    ConvBlock,
+    ConvTransposeBlock,
+    DownResidualBlock,
+    PaddedAveragePooling2D,
+    ResidualBlock,
+    spectral_dense,
+)
+from pop_tf.models.pix2pix import _as_matrix, _positive_int, _tf_variables, _Untracked
+
+PACKAGE = "pop_tf"
+UP_TYPES = ("transpose", "nearest")
+DIVERSITY_MODES = ("none", "dmit", "ms", "clusters")
+OPTIMIZER_NAMES = ("content_d_optimizer", "prior_d_optimizer", "encoded_d_optimizer",
+                   "generator_optimizer", "decoder_optimizer", "content_encoder_optimizer")
+
+
+def _check_choice(value, choices, name):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+
+
+def _rate(value, name):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders
+# ---------------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ContentEncoder(keras.Model):
+    """DMIT's content encoder E_c: image → content tensor [N, S/2^d, S/2^d, base·2^d].
+
+    7×7 conv (reflection padding 3, no bias) → instance norm → LeakyReLU 0.2; then
+    `num_downsampling` × [4×4/2 conv (reflection padding 1, no bias) → IN → LReLU] doubling the
+    channels (capped at 16·base, the official 1024 at base 64); then `num_residual` residual
+    blocks (IN, LReLU). Every conv is spectrally normalised. Spatial sizes are free; S must be
+    divisible by 2^num_downsampling for the decoder to give back S.
+
+    Args:
+        base_filters: channels of the first conv (nef = 64).
+        num_downsampling: stride-2 convs (n_ds_blocks = 2).
+        num_residual: residual blocks (n_content_resblocks = 4).
+        input_channels: image channels.
+        spectral_normalization: wrap every conv in `keras.layers.SpectralNormalization`.
+        **kwargs: `keras.Model` arguments (name, trainable).
+
+    References:
+        DMIT `models/modules/network.py` (`ContentEncoder`).
+    """
+
+    def __init__(self, base_filters=64, num_downsampling=2, num_residual=4, input_channels=3,
+                 spectral_normalization=True, **kwargs):
+        base_filters = _positive_int(base_filters, "base_filters")
+        num_downsampling = _positive_int(num_downsampling, "num_downsampling", 0)
+        num_residual = _positive_int(num_residual, "num_residual", 0)
+        input_channels = _positive_int(input_channels, "input_channels")
+        common = dict(pad_type="reflect", use_bias=False, normalization="instance",
+                      activation="lrelu", spectral_normalization=spectral_normalization)
+
+        image = keras.Input((None, None, input_channels), name="image")
+        h = ConvBlock(base_filters, 7, padding=3, name="stem", **common)(image)
+        channels = base_filters
+        for i in range(num_downsampling):
+            channels = min(channels * 2, 16 * base_filters)
+            h = ConvBlock(channels, 4, strides=2, padding=1, name=f"down{i}", **common)(h)
+        for i in range(num_residual):
+            h = ResidualBlock(normalization="instance", activation="lrelu",
+                              spectral_normalization=spectral_normalization, name=f"res{i}")(h)
+        super().__init__(inputs=image, outputs=h, **kwargs)
+        self.base_filters = base_filters
+        self.num_downsampling = num_downsampling
+        self.num_residual = num_residual
+        self.input_channels = input_channels
+        self.spectral_normalization = bool(spectral_normalization)
+        self.content_channels = channels
+
+    def get_config(self):
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "base_filters": self.base_filters, "num_downsampling": self.num_downsampling,
+            "num_residual": self.num_residual, "input_channels": self.input_channels,
+            "spectral_normalization": self.spectral_normalization,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Reparameterize(keras.layers.Layer):
+    """VAE sampling z = μ + ε·exp(logvar / 2) with the noise ε given as an input.
+
+    Called on `[mu, logvar, noise]`; with ε = 0 it returns μ. Taking ε as an input (rather
+    than drawing it) keeps the draw stateless and seedable by the caller.
+
+    References:
+        Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014; DMIT
+        `StyleEncoder.reparametrize`.
+    """
+
+    def call(self, inputs):
+        mu, logvar, noise = inputs
+        return mu + ops.cast(noise, mu.dtype) * ops.exp(0.5 * logvar)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StyleEncoder(keras.Model):
+    """DMIT's VAE style encoder E_s: {"image", "noise"} → [style, μ, logvar], each [N, style_dim].
+
+    4×4/2 conv (reflection padding 1, bias) → (num_blocks − 1) down-sampling residual blocks
+    (IN, LReLU; channels base·(n+1), capped at 4·base, i.e. 64 → 128 → 192 → 256) →
+    LReLU → global average pool → two SN-dense heads for μ and logvar; style = μ +
+    noise·exp(logvar / 2). The pooled features keep their batch axis for N = 1 (the official
+    code's `.squeeze()` drops it, REFERENCES pitfall 5).
+
+    Use `encode` to get the style from a seed (or the mean) without building the noise.
+
+    Args:
+        style_dim: size of the style code (n_style = 8).
+        base_filters: channels of the first conv (nef = 64).
+        num_blocks: 1 + number of residual blocks (n_style_blocks = 4).
+        input_channels: image channels.
+        spectral_normalization: wrap every conv and dense in `SpectralNormalization`.
+        **kwargs: `keras.Model` arguments.
+
+    References:
+        DMIT `models/modules/network.py` (`StyleEncoder`, `DownResidualBlock`).
+    """
+
+    def __init__(self, style_dim=8, base_filters=64, num_blocks=4, input_channels=3,
+                 spectral_normalization=True, **kwargs):
+        style_dim = _positive_int(style_dim, "style_dim")
+        base_filters = _positive_int(base_filters, "base_filters")
+        num_blocks = _positive_int(num_blocks, "num_blocks")
+        input_channels = _positive_int(input_channels, "input_channels")
+
+        inputs = {"image": keras.Input((None, None, input_channels), name="image"),
+                  "noise": keras.Input((style_dim,), name="noise")}
+        h = ConvBlock(base_filters, 4, strides=2, padding=1, pad_type="reflect", use_bias=True,
+                      spectral_normalization=spectral_normalization, name="head")(inputs["image"])
+        for n in range(1, num_blocks):
+            h = DownResidualBlock(min(base_filters * (n + 1), 4 * base_filters),
+                                  normalization="instance", activation="lrelu",
+                                  spectral_normalization=spectral_normalization,
+                                  name=f"block{n}")(h)
+        h = keras.layers.LeakyReLU(negative_slope=0.2, name="lrelu")(h)
+        h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+        mu = spectral_dense(style_dim, spectral_normalization=spectral_normalization,
+                            name="mu")(h)
+        logvar = spectral_dense(style_dim, spectral_normalization=spectral_normalization,
+                                name="logvar")(h)
+        style = Reparameterize(name="reparameterize")([mu, logvar, inputs["noise"]])
+        super().__init__(inputs=inputs, outputs=[style, mu, logvar], **kwargs)
+        self.style_dim = style_dim
+        self.base_filters = base_filters
+        self.num_blocks = num_blocks
+        self.input_channels = input_channels
+        self.spectral_normalization = bool(spectral_normalization)
+
+    def encode(self, images, seed=None, noise=None, training=False):
+        """(style, μ, logvar) of `images`, drawing ε from `seed` or using the given `noise`.
+
+        Args:
+            images: float [N, H, W, C] in [−1, 1].
+            seed: None, an int, or an int tensor of shape [2] (a stateless seed) for ε ~ N(0, I).
+            noise: explicit ε [N, style_dim]; excludes `seed`.
+            training: run in training mode (spectral normalisation then updates the kernels).
+
+        Returns:
+            [style, mu, logvar], each float [N, style_dim]; style = μ when neither `seed` nor
+            `noise` is given.
+        """
+        if seed is not None and noise is not None:
+            raise ValueError("Pass either seed or noise to StyleEncoder.encode, not both.")
+        images = tf.cast(tf.convert_to_tensor(images), tf.float32)
+        shape = [tf.shape(images)[0], self.style_dim]
+        if noise is None:
+            if seed is None:
+                noise = tf.zeros(shape)
+            else:
+                seed = tf.convert_to_tensor(seed, tf.int64)
+                if seed.shape.rank == 0:
+                    seed = tf.stack([seed, tf.constant(0, tf.int64)])
+                noise = tf.random.stateless_normal(shape, seed=seed)
+        return self({"image": images, "noise": noise}, training=training)
+
+    def get_config(self):
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "style_dim": self.style_dim, "base_filters": self.base_filters,
+            "num_blocks": self.num_blocks, "input_channels": self.input_channels,
+            "spectral_normalization": self.spectral_normalization,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoder
+# ---------------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Generator(keras.Model):
+    """DMIT's decoder G: content + code → image in [−1, 1].
+
+    Inputs (a dict): "content" [N, h, w, content_channels], "label" [N, label_dim] (the domain
+    attribute vector), "style" [N, style_dim], and "cluster_onehot" [N, num_clusters] when
+    `num_clusters > 0`. code = concat(label, style[, cluster one-hot]) conditions every
+    normalisation of the `num_residual` residual blocks through CBIN (instance norm + tanh(SN
+    dense(code)) bias, ReLU). Then `num_upsampling` up-sampling blocks halving the channels,
+    each with DMIT's layer norm (per-channel affine) and ReLU: "transpose" = 4×4/2 transposed
+    conv (DMIT's default `--up_type`), "nearest" = nearest ×2 + 3×3 conv. Then a 7×7 conv
+    (reflection padding, bias) + tanh. Output [N, h·2^u, w·2^u, output_channels].
+
+    Args:
+        label_dim: size of the domain label vector (popularity × modality one-hots: 4).
+        style_dim: size of the style code (8).
+        num_clusters: size of the cluster one-hot added to the code (0: none; Suzuki et al.).
+        content_channels: channels of the content tensor (nef·2^n_ds = 256).
+        num_residual: CBIN residual blocks (n_dec_resblocks = 6).
+        num_upsampling: up-sampling blocks (= the content encoder's down-sampling, 2).
+        output_channels: image channels.
+        up_type: "transpose" or "nearest".
+        dropout_rate: dropout in the residual blocks (DMIT `--use_dropout` = 0.5).
+        spectral_normalization: wrap every conv and the CBIN dense layers in
+            `SpectralNormalization`.
+        **kwargs: `keras.Model` arguments.
+
+    References:
+        DMIT `models/modules/network.py` (`Decoder`, `ConResidualBlock`, `Upsampling2dBlock`,
+        `LayerNorm`) and `models/modules/cbin.py`.
+    """
+
+    def __init__(self, label_dim=4, style_dim=8, num_clusters=0, content_channels=256,
+                 num_residual=6, num_upsampling=2, output_channels=3, up_type="transpose",
+                 dropout_rate=0.0, spectral_normalization=True, **kwargs):
+        label_dim = _positive_int(label_dim, "label_dim")
+        style_dim = _positive_int(style_dim, "style_dim")
+        num_clusters = _positive_int(num_clusters, "num_clusters", 0)
+        content_channels = _positive_int(content_channels, "content_channels")
+        num_residual = _positive_int(num_residual, "num_residual", 0)
+        num_upsampling = _positive_int(num_upsampling, "num_upsampling", 0)
+        output_channels = _positive_int(output_channels, "output_channels")
+        _check_choice(up_type, UP_TYPES, "up_type")
+        dropout_rate = _rate(dropout_rate, "dropout_rate")
+        if content_channels % (2 ** num_upsampling):
+            raise ValueError(
+                f"content_channels ({content_channels}) must be divisible by "
+                f"2^num_upsampling = {2 ** num_upsampling}.")
+
+        inputs = {"content": keras.Input((None, None, content_channels), name="content"),
+                  "label": keras.Input((label_dim,), name="label"),
+                  "style": keras.Input((style_dim,), name="style")}
+        parts = [inputs["label"], inputs["style"]]
+        if num_clusters:
+            inputs["cluster_onehot"] = keras.Input((num_clusters,), name="cluster_onehot")
+            parts.append(inputs["cluster_onehot"])
+        code = keras.layers.Concatenate(name="code")(parts)
+        h = inputs["content"]
+        for i in range(num_residual):
+            h = ResidualBlock(conditional=True, activation="relu", dropout_rate=dropout_rate,
+                              spectral_normalization=spectral_normalization,
+                              name=f"res{i}")([h, code])
+        channels = content_channels
+        for i in range(num_upsampling):
+            channels //= 2
+            if up_type == "transpose":
+                h = ConvTransposeBlock(channels, 4, strides=2, use_bias=False,
+                                       normalization="layer", activation="relu",
+                                       spectral_normalization=spectral_normalization,
+                                       name=f"up{i}")(h)
+            else:
+                h = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_x2")(h)
+                h = ConvBlock(channels, 3, padding=1, pad_type="reflect", use_bias=False,
+                              normalization="layer", activation="relu",
+                              spectral_normalization=spectral_normalization,
+                              name=f"up{i}")(h)
+        image = ConvBlock(output_channels, 7, padding=3, pad_type="reflect", use_bias=True,
+                          activation="tanh", spectral_normalization=spectral_normalization,
+                          name="to_image")(h)
+        super().__init__(inputs=inputs, outputs=image, **kwargs)
+        self.label_dim = label_dim
+        self.style_dim = style_dim
+        self.num_clusters = num_clusters
+        self.content_channels = content_channels
+        self.num_residual = num_residual
+        self.num_upsampling = num_upsampling
+        self.output_channels = output_channels
+        self.up_type = up_type
+        self.dropout_rate = dropout_rate
+        self.spectral_normalization = bool(spectral_normalization)
+
+    def get_config(self):
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "label_dim": self.label_dim, "style_dim": self.style_dim,
+            "num_clusters": self.num_clusters, "content_channels": self.content_channels,
+            "num_residual": self.num_residual, "num_upsampling": self.num_upsampling,
+            "output_channels": self.output_channels, "up_type": self.up_type,
+            "dropout_rate": self.dropout_rate,
+            "spectral_normalization": self.spectral_normalization,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Discriminators
+# ---------------------------------------------------------------------------------------------
+
+
+def _style_discriminator(x, code, base_filters, num_blocks, max_filters, spectral_normalization,
+                         prefix):
+    """DMIT's `StyleDiscriminator` on symbolic tensors: a patch map [N, h, w, 1].
+
+    4×4/2 conv head (reflection padding 1, bias, no norm or activation) → (num_blocks − 1)
+    label-conditional down-sampling residual blocks (CBIN on `code`, LReLU, channels doubling
+    up to `max_filters`) → 1×1 conv to one logit per patch.
+    """
+    h = ConvBlock(base_filters, 4, strides=2, padding=1, pad_type="reflect", use_bias=True,
+                  spectral_normalization=spectral_normalization, name=f"{prefix}head")(x)
+    channels = base_filters
+    for i in range(1, num_blocks):
+        channels = min(channels * 2, max_filters)
+        h = DownResidualBlock(channels, conditional=True, activation="lrelu",
+                              spectral_normalization=spectral_normalization,
+                              name=f"{prefix}block{i}")([h, code])
+    return ConvBlock(1, 1, use_bias=True, spectral_normalization=spectral_normalization,
+                     name=f"{prefix}logits")(h)
+
+
+def _halvings(size, times):
+    for _ in range(times):
+        size //= 2
+    return size
+
+
+def image_patch_sizes(image_size, num_scales=2, num_blocks=3):
+    """Side of each scale's logit map of an `ImageDiscriminator` on S×S images.
+
+    Args:
+        image_size: S.
+        num_scales: as in `ImageDiscriminator`.
+        num_blocks: as in `ImageDiscriminator`.
+
+    Returns:
+        List of ints, one per scale (32 and 16 at S = 256 with the defaults); a value below 1
+        means the images are too small.
+    """
+    sizes = []
+    size = image_size
+    for scale in range(num_scales):
+        if scale > 0:
+            size = (size - 1) // 2 + 1  # 3×3/2 average pooling with padding 1
+        head = (size + 2 - 4) // 2 + 1 if size >= 2 else 0
+        sizes.append(_halvings(head, num_blocks - 1))
+    return sizes
+
+
+def content_patch_size(image_size, num_downsampling=2, num_blocks=5):
+    """Side of a `ContentDiscriminator`'s logit map for S×S images (2 at S = 256).
+
+    Args:
+        image_size: S.
+        num_downsampling: the content encoder's stride-2 convs.
+        num_blocks: as in `ContentDiscriminator`.
+
+    Returns:
+        int; below 1 means the content tensor is too small for the discriminator.
+    """
+    size = image_size
+    for _ in range(num_downsampling):
+        size = (size + 2 - 4) // 2 + 1
+    head = (size + 2 - 4) // 2 + 1 if size >= 2 else 0
+    return _halvings(head, num_blocks - 1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ImageDiscriminator(keras.Model):
+    """DMIT's multi-scale image discriminator D_x, conditioned on the label through CBIN.
+
+    Inputs (a dict): "image" [N, H, W, C], "label" [N, label_dim] and, when
+    `num_clusters > 0`, "cluster_onehot" [N, num_clusters] (joined to the label as the CBIN
+    code: Suzuki et al. condition D on the cluster too). Output: a list of `num_scales` logit
+    maps [N, h_s, w_s, 1] (raw scores for the hinge loss). Scale s sees the image average-pooled
+    s times (3×3, stride 2, padding 1 not counted) and has base_filters / 2^s head channels;
+    each scale is a `StyleDiscriminator`: 4×4/2 head, (num_blocks − 1) CBIN down-sampling
+    residual blocks, 1×1 conv. Patch maps are 32² and 16² at 256² (`image_patch_sizes`).
+
+    Args:
+        label_dim: size of the domain label vector.
+        num_scales: scales (DMIT's `MultiStyleDiscriminator` has 2).
+        base_filters: head channels at full scale (ndf = 64).
+        num_blocks: 1 + CBIN residual blocks per scale (n_image_disblocks = 3; 4 at 128²).
+        num_clusters: size of the cluster one-hot joined to the code (0: none).
+        input_channels: image channels.
+        max_filters: channel cap (official 512); default 8·base_filters.
+        spectral_normalization: wrap every conv and the CBIN dense layers in
+            `SpectralNormalization`.
+        **kwargs: `keras.Model` arguments.
+
+    References:
+        DMIT `models/modules/network.py` (`MultiStyleDiscriminator`, `StyleDiscriminator`,
+        `ConDownResidualBlock`).
+    """
+
+    def __init__(self, label_dim=4, num_scales=2, base_filters=64, num_blocks=3, num_clusters=0,
+                 input_channels=3, max_filters=None, spectral_normalization=True, **kwargs):
+        label_dim = _positive_int(label_dim, "label_dim")
+        num_scales = _positive_int(num_scales, "num_scales")
+        base_filters = _positive_int(base_filters, "base_filters")
+        num_blocks = _positive_int(num_blocks, "num_blocks")
+        num_clusters = _positive_int(num_clusters, "num_clusters", 0)
+        input_channels = _positive_int(input_channels, "input_channels")
+        max_filters = _positive_int(
+            8 * base_filters if max_filters is None else max_filters, "max_filters")
+
+        inputs = {"image": keras.Input((None, None, input_channels), name="image"),
+                  "label": keras.Input((label_dim,), name="label")}
+        code = inputs["label"]
+        if num_clusters:
+            inputs["cluster_onehot"] = keras.Input((num_clusters,), name="cluster_onehot")
+            code = keras.layers.Concatenate(name="code")([code, inputs["cluster_onehot"]])
+        x = inputs["image"]
+        outputs = []
+        for scale in range(num_scales):
+            if scale > 0:
+                x = PaddedAveragePooling2D(3, 2, 1, name=f"downsample{scale}")(x)
+            outputs.append(_style_discriminator(
+                x, code, max(1, base_filters // 2 ** scale), num_blocks, max_filters,
+                spectral_normalization, prefix=f"s{scale}_"))
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.label_dim = label_dim
+        self.num_scales = num_scales
+        self.base_filters = base_filters
+        self.num_blocks = num_blocks
+        self.num_clusters = num_clusters
+        self.input_channels = input_channels
+        self.max_filters = max_filters
+        self.spectral_normalization = bool(spectral_normalization)
+
+    def get_config(self):
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "label_dim": self.label_dim, "num_scales": self.num_scales,
+            "base_filters": self.base_filters, "num_blocks": self.num_blocks,
+            "num_clusters": self.num_clusters, "input_channels": self.input_channels,
+            "max_filters": self.max_filters,
+            "spectral_normalization": self.spectral_normalization,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ContentDiscriminator(keras.Model):
+    """DMIT's content discriminator D_c: a label-conditional `StyleDiscriminator` on content.
+
+    Inputs (a dict): "content" [N, h, w, content_channels], "label" [N, label_dim]. Output: one
+    logit map [N, h', w', 1] (2×2 at 256² images; LSGAN). The head has `base_filters`
+    channels (the official ndf = the content channels, 256), the blocks double them up to
+    `max_filters` (official 512). Trained with real = (content, source label) and fake = (the
+    SAME content, target label) (REFERENCES pitfall 2), so it learns whether a content tensor
+    still tells its domain apart, and the encoder learns to hide it.
+
+    Args:
+        label_dim: size of the domain label vector.
+        content_channels: channels of the content tensor (256).
+        num_blocks: 1 + CBIN residual blocks (n_content_disblocks = 5).
+        base_filters: head channels; default `content_channels`.
+        max_filters: channel cap; default 2·base_filters.
+        spectral_normalization: wrap every conv and the CBIN dense layers in
+            `SpectralNormalization`.
+        **kwargs: `keras.Model` arguments.
+
+    References:
+        DMIT `models/modules/network.py` (`get_content_discriminator`, `StyleDiscriminator`).
+    """
+
+    def __init__(self, label_dim=4, content_channels=256, num_blocks=5, base_filters=None,
+                 max_filters=None, spectral_normalization=True, **kwargs):
+        label_dim = _positive_int(label_dim, "label_dim")
+        content_channels = _positive_int(content_channels, "content_channels")
+        num_blocks = _positive_int(num_blocks, "num_blocks")
+        base_filters = _positive_int(
+            content_channels if base_filters is None else base_filters, "base_filters")
+        max_filters = _positive_int(
+            2 * base_filters if max_filters is None else max_filters, "max_filters")
+
+        inputs = {"content": keras.Input((None, None, content_channels), name="content"),
+                  "label": keras.Input((label_dim,), name="label")}
+        logits = _style_discriminator(inputs["content"], inputs["label"], base_filters,
+                                      num_blocks, max_filters, spectral_normalization, prefix="")
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.label_dim = label_dim
+        self.content_channels = content_channels
+        self.num_blocks = num_blocks
+        self.base_filters = base_filters
+        self.max_filters = max_filters
+        self.spectral_normalization = bool(spectral_normalization)
+
+    def get_config(self):
+        return {
+            "name": self.name, "trainable": self.trainable,
+            "label_dim": self.label_dim, "content_channels": self.content_channels,
+            "num_blocks": self.num_blocks, "base_filters": self.base_filters,
+            "max_filters": self.max_filters,
+            "spectral_normalization": self.spectral_normalization,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building at given widths
+# ---------------------------------------------------------------------------------------------
+
+
+def build_networks(label_dim=4, style_dim=8, base_filters=64, num_downsampling=2,
+                   content_residual_blocks=4, style_blocks=4, decoder_residual_blocks=6,
+                   num_scales=2, image_d_blocks=3, content_d_blocks=5, num_clusters=0,
+                   up_type="transpose", dropout_rate=0.0, share_discriminator=False,
+                   image_channels=3, spectral_normalization=True):
+    """Builds every DMIT network at the given widths (defaults: the official/paper ones).
+
+    Weight initialisation draws from Keras's global seed: call
+    `keras.utils.set_random_seed(seed)` first for reproducible weights.
+
+    Args:
+        label_dim: size of the domain label vector (4: popularity × modality one-hots).
+        style_dim: style code size (8).
+        base_filters: nef = ndf (64).
+        num_downsampling: content encoder stride-2 convs = decoder up-sampling blocks (2).
+        content_residual_blocks: content encoder residual blocks (4).
+        style_blocks: style encoder blocks (4).
+        decoder_residual_blocks: decoder CBIN residual blocks (6).
+        num_scales: image discriminator scales (2).
+        image_d_blocks: image discriminator blocks per scale (3).
+        content_d_blocks: content discriminator blocks (5).
+        num_clusters: cluster one-hot size for the generator and image discriminators (0).
+        up_type: decoder up-sampling, "transpose" or "nearest".
+        dropout_rate: decoder residual-block dropout (0; the seasons script uses 0.5).
+        share_discriminator: one image discriminator for prior- and encoded-style fakes
+            (`--use_same_dis`); "encoded_discriminator" is then None.
+        image_channels: image channels (3).
+        spectral_normalization: spectral normalisation everywhere (DMIT: on).
+
+    Returns:
+        Dict with "content_encoder", "style_encoder", "generator", "content_discriminator",
+        "prior_discriminator" and "encoded_discriminator" (None when shared).
+    """
+    sn = dict(spectral_normalization=spectral_normalization)
+    content_encoder = ContentEncoder(base_filters, num_downsampling, content_residual_blocks,
+                                     input_channels=image_channels, name="content_encoder", **sn)
+    channels = content_encoder.content_channels
+    networks = {
+        "content_encoder": content_encoder,
+        "style_encoder": StyleEncoder(style_dim, base_filters, style_blocks,
+                                      input_channels=image_channels, name="style_encoder", **sn),
+        "generator": Generator(label_dim, style_dim, num_clusters, channels,
+                               decoder_residual_blocks, num_downsampling, image_channels,
+                               up_type=up_type, dropout_rate=dropout_rate, name="generator",
+                               **sn),
+        "content_discriminator": ContentDiscriminator(label_dim, channels, content_d_blocks,
+                                                      name="content_discriminator", **sn),
+    }
+    image_d = dict(label_dim=label_dim, num_scales=num_scales, base_filters=base_filters,
+                   num_blocks=image_d_blocks, num_clusters=num_clusters,
+                   input_channels=image_channels, **sn)
+    networks["prior_discriminator"] = ImageDiscriminator(name="prior_discriminator", **image_d)
+    networks["encoded_discriminator"] = None if share_discriminator else ImageDiscriminator(
+        name="encoded_discriminator", **image_d)
+    return networks
+
+
+def parameter_counts(image_size=256, **widths):
+    """Trainable parameters of each DMIT network at the given widths (default: paper widths).
+
+    Every network is fully convolutional (the style encoder ends in a global pool), so the
+    counts do not depend on the image size; `image_size` is checked to be large enough for
+    every discriminator and divisible by the down-sampling. Spectral normalisation's
+    power-iteration vectors are not trainable and not counted (PyTorch keeps them as buffers).
+
+    Args:
+        image_size: S of the S×S images the networks are meant for.
+        **widths: `build_networks` arguments (base_filters, style_dim, label_dim, ...).
+
+    Returns:
+        Dict network name → int (the encoded discriminator is absent when
+        `share_discriminator=True`), plus "total".
+    """
+    image_size = _positive_int(image_size, "image_size")
+    networks = build_networks(**widths)
+    num_downsampling = widths.get("num_downsampling", 2)
+    if image_size % (2 ** num_downsampling):
+        raise ValueError(
+            f"image_size ({image_size}) must be divisible by 2^num_downsampling = "
+            f"{2 ** num_downsampling}.")
+    patches = image_patch_sizes(image_size, widths.get("num_scales", 2),
+                                widths.get("image_d_blocks", 3))
+    content_patch = content_patch_size(image_size, num_downsampling,
+                                       widths.get("content_d_blocks", 5))
+    if min(patches) < 1 or content_patch < 1:
+        raise ValueError(
+            f"image_size {image_size} is too small for the discriminators (image patch sizes "
+            f"{patches}, content patch size {content_patch}); lower image_d_blocks, num_scales "
+            "or content_d_blocks.")
+    counts = {}
+    for name, network in networks.items():
+        if network is not None:
+            counts[name] = int(sum(int(np.prod(v.shape)) for v in network.trainable_variables))
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def make_optimizers(learning_rate=1e-4, beta_1=0.5, beta_2=0.999, share_discriminator=False):
+    """One fresh Adam per DMIT variable set, as `DMITTrainer.compile` takes them.
+
+    Args:
+        learning_rate: a float or a `LearningRateSchedule` (DMIT: 1e-4, constant then linear
+            decay; see `pop_tf.training.ConstantThenLinearDecay`).
+        beta_1: Adam β1 (0.5).
+        beta_2: Adam β2 (0.999).
+        share_discriminator: leave out "encoded_d_optimizer".
+
+    Returns:
+        Dict optimizer name → `keras.optimizers.Adam`.
+    """
+    names = [n for n in OPTIMIZER_NAMES
+             if not (share_discriminator and n == "encoded_d_optimizer")]
+    return {name: keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2,
+                                        name=name.replace("_optimizer", "_adam"))
+            for name in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer
+# ---------------------------------------------------------------------------------------------
+
+
+def _swap(tensor):
+    """[t_a; t_b] → [t_b; t_a]: DMIT's `index_target = range(-B/2, B/2)` for a paired batch."""
+    half = tf.shape(tensor)[0] // 2
+    return tf.concat([tensor[half:], tensor[:half]], axis=0)
+
+
+def _split(tensor, parts):
+    return tf.split(tensor, parts, axis=0)
+
+
+class DMITTrainer(keras.Model):
+    """Trains DMIT: six updates per step, each on its own variables with its own optimizer.
+
+    Each batch is a dict {"image_a": float [N, S, S, C] in [−1, 1], "label_a": float
+    [N, label_dim], "image_b", "label_b"} (plus int "cluster_a", "cluster_b" [N] when the
+    generator has `num_clusters > 0`): row n is one image of domain a and one of domain b. With
+    x = [image_a; image_b], c_src = [label_a; label_b], c_tgt = [label_b; label_a]
+    (module docstring), `train_step` draws ε (reparameterisation) and two prior styles z1, z2
+    (stateless, from `seed`, the step counter and the replica id), makes the discriminators'
+    fakes with the current networks, then runs, in DMIT's order:
+
+    1. `_content_d_step` (D_c, LSGAN): real (E_c(x), c_src), fake (E_c(x), c_tgt).
+    2. `_image_d_steps` (D_prior then D_enc, hinge): real (x, c_src), fake (G(E_c(x), c_tgt, z1),
+       c_tgt) resp. (G(E_c(x), c_tgt, swap(E_s(x))), c_tgt), and the wrong-label real (x, c_tgt)
+       as a second fake set; weights 1, ½, ½. With `share_discriminator` one D (and
+       optimizer) takes both updates, as `--use_same_dis`.
+    3. `_generator_step` (decoder + style encoder + content encoder): λ_adv·(hinge G losses on
+       both D's + LSGAN content loss with c_tgt) + λ_rec·L1(G(E_c(x), c_src, E_s(x)), x)
+       + λ_kl·KL(summed) + λ_cyc·L1(G(E_c(G(x, c_tgt, z1)), c_src, E_s(x)), x).
+    4. `_decoder_step` (decoder only): λ_latent·mean|μ(E_s(G(x, c_tgt, z1))) − z1| plus the
+       diversity term of `diversity`.
+    5. `_content_encoder_step` (content encoder only):
+       λ_content·mean|E_c(x) − E_c(G(E_c(x), c_tgt, z1))|.
+
+    No `trainable` flag is ever toggled: each tape watches only its own variables, and every
+    network a step does not update is called with `training=False` (so its spectral
+    normalisation does not rewrite its kernels).
+
+    `diversity` (the term of step 4):
+    - "dmit" (default): DMIT's mean|z1 − z2| / (mean|G(z1) − G(z2)| + 1e-5), weight λ_div.
+    - "none": no diversity term (z2 is not even decoded).
+    - "ms": MSGAN's 1 / (mean|G(z1) − G(z2)| / mean|z1 − z2| + 1e-5), weight λ_ms.
+    - "clusters": "ms" + Suzuki et al.'s λ_d·L_d + gate·λ_m·L_m on E(G(x, c_tgt, z, i)) for
+      both prior fakes, i = the target-domain image's cluster, gate = [step ≥
+      `mahalanobis_warmup_steps`]. Needs a generator and image discriminators built with
+      `num_clusters > 0` (the cluster one-hot then joins the label everywhere the label
+      conditions them), the cluster statistics and a frozen feature extractor E, handled
+      exactly as `ClusterPix2Pix` does (called with training=False, kept out of Keras
+      tracking, watched by no tape).
+
+    Distribution: mean losses are divided by the number of replicas before the gradient (SPEC
+    §2); the summed KL is not, so the gradient is that of the KL summed over the GLOBAL batch,
+    as DMIT's is over its batch. Optimizers may be `LossScaleOptimizer`s: every step scales its
+    objective with `optimizer.scale_loss`.
+
+    Args:
+        content_encoder: a `ContentEncoder`.
+        style_encoder: a `StyleEncoder`.
+        generator: a `Generator` (its `label_dim` is the batch's label size).
+        content_discriminator: a `ContentDiscriminator`.
+        prior_discriminator: an `ImageDiscriminator` for prior-style fakes.
+        encoded_discriminator: an `ImageDiscriminator` for encoded-style fakes; None (or the
+            prior one) with `share_discriminator=True`.
+        share_discriminator: one image discriminator for both kinds of fake.
+        diversity: "dmit", "none", "ms" or "clusters".
+        feature_extractor: E for "clusters" (a Keras model or a callable mapping [N, S, S, C]
+            in [−1, 1] to [N, D]).
+        cluster_means: [K, D] for "clusters".
+        inverse_covariances: [K, D, D] masked inverse covariances for "clusters"
+            (`pop_tf.losses.masked_inverse_covariances`).
+        feature_masks: [K, D] selected-feature masks (all ones when omitted).
+        cluster_shares: [K] cluster shares for test-time cluster draws (uniform if omitted).
+        lambda_reconstruction: λ_rec (10).
+        lambda_kl: λ_kl (0.01), on the summed KL.
+        lambda_cycle: λ_cyc (10); 0 switches the cycle term off.
+        lambda_latent: λ_style, latent regression (1).
+        lambda_content: λ_content, content reconstruction (1).
+        lambda_diversity: λ_div for "dmit" (0.05).
+        lambda_adversarial: weight of every generator adversarial term (1).
+        lambda_ms: λ_ms for "ms" and "clusters" (1).
+        lambda_d: λ_d for "clusters" (5).
+        lambda_m: λ_m for "clusters" (0.2).
+        mahalanobis_warmup_steps: steps before L_m is switched on.
+        seed: integer seed of the trainer's random draws.
+        **kwargs: `keras.Model` arguments (name).
+
+    References:
+        DMIT `models/base_model.py` (`update_model`, `update_dis_image`, `update_dis_content`),
+        `models/season_transfer_model.py` (`prepare_data`), `util/loss.py`.
+    """
+
+    def __init__(self, content_encoder, style_encoder, generator, content_discriminator,
+                 prior_discriminator, encoded_discriminator=None, share_discriminator=False,
+                 diversity="dmit", feature_extractor=None, cluster_means=None,
+                 inverse_covariances=None, feature_masks=None, cluster_shares=None,
+                 lambda_reconstruction=10.0, lambda_kl=0.01, lambda_cycle=10.0,
+                 lambda_latent=1.0, lambda_content=1.0, lambda_diversity=0.05,
+                 lambda_adversarial=1.0, lambda_ms=1.0, lambda_d=5.0, lambda_m=0.2,
+                 mahalanobis_warmup_steps=0, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        _check_choice(diversity, DIVERSITY_MODES, "diversity")
+        if share_discriminator:
+            if encoded_discriminator is not None and encoded_discriminator is not (
+                    prior_discriminator):
+                raise ValueError(
+                    "encoded_discriminator must be None with share_discriminator=True: the "
+                    "prior discriminator judges both kinds of fake.")
+        elif encoded_discriminator is None or encoded_discriminator is prior_discriminator:
+            raise ValueError(
+                "encoded_discriminator must be a second ImageDiscriminator unless "
+                "share_discriminator=True.")
+        weights = dict(lambda_reconstruction=lambda_reconstruction, lambda_kl=lambda_kl,
+                       lambda_cycle=lambda_cycle, lambda_latent=lambda_latent,
+                       lambda_content=lambda_content, lambda_diversity=lambda_diversity,
+                       lambda_adversarial=lambda_adversarial, lambda_ms=lambda_ms,
+                       lambda_d=lambda_d, lambda_m=lambda_m)
+        for name, value in weights.items():
+            if not value >= 0:
+                raise ValueError(f"{name} must be ≥ 0, got {value!r}.")
+            setattr(self, name, float(value))
+        self._check_networks(content_encoder, style_encoder, generator, content_discriminator,
+                             [d for d in (prior_discriminator, encoded_discriminator) if d])
+
+        self.content_encoder = content_encoder
+        self.style_encoder = style_encoder
+        self.generator = generator
+        self.content_discriminator = content_discriminator
+        self.prior_discriminator = prior_discriminator
+        # Not assigned when shared, so that the one D is tracked (and checkpointed) once.
+        self.encoded_discriminator = None if share_discriminator else encoded_discriminator
+        self.share_discriminator = bool(share_discriminator)
+        self.diversity = diversity
+        self.label_dim = generator.label_dim
+        self.style_dim = generator.style_dim
+        self.num_clusters = generator.num_clusters
+        self.mahalanobis_warmup_steps = _positive_int(
+            mahalanobis_warmup_steps, "mahalanobis_warmup_steps", 0)
+        self.seed = _positive_int(seed, "seed", 0)
+
+        if diversity == "clusters" and not self.num_clusters:
+            raise ValueError(
+                "diversity='clusters' needs a generator and image discriminators built with "
+                "num_clusters > 0.")
+        k = max(self.num_clusters, 1)
+        if cluster_shares is None:
+            shares = np.full([k], 1.0 / k)
+        else:
+            shares = np.asarray(cluster_shares, dtype=np.float64)
+            if shares.shape != (k,) or np.any(shares < 0) or shares.sum() <= 0:
+                raise ValueError(
+                    f"cluster_shares must be {k} non-negative numbers with a positive sum, got "
+                    f"{cluster_shares!r}.")
+            shares = shares / shares.sum()
+        self.cluster_shares = tf.constant(shares, tf.float32)
+        self._extractor = _Untracked(feature_extractor)
+        self.cluster_means = self.inverse_covariances = self.feature_masks = None
+        if diversity == "clusters":
+            if feature_extractor is None or cluster_means is None or inverse_covariances is None:
+                raise ValueError(
+                    "diversity='clusters' needs feature_extractor, cluster_means and "
+                    "inverse_covariances.")
+            dim = np.asarray(cluster_means).shape[-1]
+            self.cluster_means = _as_matrix(cluster_means, (k, dim), "cluster_means")
+            self.inverse_covariances = _as_matrix(
+                inverse_covariances, (k, dim, dim), "inverse_covariances")
+            masks = np.ones([k, dim]) if feature_masks is None else feature_masks
+            self.feature_masks = _as_matrix(
+                np.asarray(masks, dtype=np.float32), (k, dim), "feature_masks")
+
+        self.step_counter = self.add_weight(
+            name="step_counter", shape=(), dtype="int64", initializer="zeros",
+            trainable=False, aggregation="only_first_replica")
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
+        self._optimizers = None
+        # The networks are built (functional); nothing is left for Keras to build by tracing.
+        self.built = True
+
+    @staticmethod
+    def _check_networks(content_encoder, style_encoder, generator, content_discriminator,
+                        image_discriminators):
+        if style_encoder.style_dim != generator.style_dim:
+            raise ValueError(
+                f"style_encoder.style_dim ({style_encoder.style_dim}) must equal "
+                f"generator.style_dim ({generator.style_dim}).")
+        for name, channels in (("generator", generator.content_channels),
+                               ("content_discriminator", content_discriminator.content_channels)):
+            if channels != content_encoder.content_channels:
+                raise ValueError(
+                    f"{name}.content_channels ({channels}) must equal the content encoder's "
+                    f"output channels ({content_encoder.content_channels}).")
+        if content_discriminator.label_dim != generator.label_dim:
+            raise ValueError(
+                f"content_discriminator.label_dim ({content_discriminator.label_dim}) must "
+                f"equal generator.label_dim ({generator.label_dim}).")
+        for d in image_discriminators:
+            if (d.label_dim, d.num_clusters) != (generator.label_dim, generator.num_clusters):
+                raise ValueError(
+                    f"{d.name} has label_dim={d.label_dim}, num_clusters={d.num_clusters} but "
+                    f"the generator has label_dim={generator.label_dim}, "
+                    f"num_clusters={generator.num_clusters}; they must match.")
+
+    # -- Keras plumbing ------------------------------------------------------------------------
+
+    @property
+    def loss_names(self):
+        """Names of the logged losses (the loss trackers), in update order."""
+        names = ["d_content_loss", "d_prior_loss", "d_encoded_loss",
+                 "g_loss", "g_prior_loss", "g_encoded_loss", "g_content_loss",
+                 "reconstruction_loss", "kl_loss"]
+        if self.lambda_cycle > 0:
+            names.append("cycle_loss")
+        names += ["decoder_loss", "latent_regression_loss"]
+        if self.diversity == "dmit":
+            names.append("diversity_loss")
+        elif self.diversity in ("ms", "clusters"):
+            names.append("mode_seeking_loss")
+        if self.diversity == "clusters":
+            names += ["cluster_mean_loss", "mahalanobis_loss"]
+        names.append("content_reconstruction_loss")
+        return names
+
+    @property
+    def metrics(self):
+        # Listing the trackers here makes fit()/evaluate() reset them every epoch and log them.
+        return list(self._trackers.values())
+
+    @property
+    def feature_extractor(self):
+        """The frozen feature extractor E of diversity='clusters' (not tracked)."""
+        return self._extractor.value
+
+    @property
+    def image_discriminators(self):
+        """{"prior": D_prior, "encoded": D_enc}; the same object twice when shared."""
+        encoded = self.prior_discriminator if self.share_discriminator else (
+            self.encoded_discriminator)
+        return {"prior": self.prior_discriminator, "encoded": encoded}
+
+    def variable_sets(self):
+        """The trainable variables each optimizer updates, keyed by optimizer name."""
+        generator_vars = (self.generator.trainable_variables
+                          + self.style_encoder.trainable_variables
+                          + self.content_encoder.trainable_variables)
+        sets = {
+            "content_d_optimizer": self.content_discriminator.trainable_variables,
+            "prior_d_optimizer": self.prior_discriminator.trainable_variables,
+            "generator_optimizer": generator_vars,
+            "decoder_optimizer": self.generator.trainable_variables,
+            "content_encoder_optimizer": self.content_encoder.trainable_variables,
+        }
+        if not self.share_discriminator:
+            sets["encoded_d_optimizer"] = self.encoded_discriminator.trainable_variables
+        return sets
+
+    @property
+    def optimizers(self):
+        """The compiled optimizers keyed by name (None before `compile`)."""
+        return None if self._optimizers is None else dict(self._optimizers)
+
+    def compile(self, content_d_optimizer=None, prior_d_optimizer=None, encoded_d_optimizer=None,
+                generator_optimizer=None, decoder_optimizer=None, content_encoder_optimizer=None,
+                **kwargs):
+        """Sets one optimizer per variable set and builds each on its own variables.
+
+        Pass the optimizers by name, or a dict of them as the first argument (e.g.
+        `make_optimizers()`). Building here (inside the user's `tf.distribute` scope, before
+        `fit`) binds each Keras optimizer to its variable set. `generator_optimizer` is also
+        Keras's `optimizer`, so callbacks report its learning rate and iterations.
+
+        Args:
+            content_d_optimizer: updates the content discriminator.
+            prior_d_optimizer: updates the prior-style image discriminator (both image
+                discriminator updates when `share_discriminator=True`).
+            encoded_d_optimizer: updates the encoded-style image discriminator; omit it when
+                shared.
+            generator_optimizer: the full generator step (decoder + both encoders).
+            decoder_optimizer: the decoder-only step.
+            content_encoder_optimizer: the content-encoder-only step.
+            **kwargs: further `keras.Model.compile` arguments (e.g. `jit_compile`,
+                `steps_per_execution`); `loss` and `metrics` are not used.
+        """
+        given = dict(content_d_optimizer=content_d_optimizer, prior_d_optimizer=prior_d_optimizer,
+                     encoded_d_optimizer=encoded_d_optimizer,
+                     generator_optimizer=generator_optimizer, decoder_optimizer=decoder_optimizer,
+                     content_encoder_optimizer=content_encoder_optimizer)
+        if isinstance(content_d_optimizer, dict):
+            if any(v is not None for k, v in given.items() if k != "content_d_optimizer"):
+                raise ValueError(
+                    "Pass the optimizers either as one dict or by name, not both.")
+            unknown = sorted(set(content_d_optimizer) - set(OPTIMIZER_NAMES))
+            if unknown:
+                raise ValueError(
+                    f"Unknown optimizer name(s) {unknown}; expected {list(OPTIMIZER_NAMES)}.")
+            given = {name: content_d_optimizer.get(name) for name in OPTIMIZER_NAMES}
+        sets = self.variable_sets()
+        if self.share_discriminator and given["encoded_d_optimizer"] is not None:
+            raise ValueError(
+                "encoded_d_optimizer must be omitted with share_discriminator=True: "
+                "prior_d_optimizer updates the shared image discriminator.")
+        missing = [name for name in sets if given[name] is None]
+        if missing:
+            raise ValueError(f"compile needs an optimizer for each of {missing}.")
+        chosen = {name: given[name] for name in sets}
+        if len({id(o) for o in chosen.values()}) != len(chosen):
+            raise ValueError(
+                "Every optimizer must be a separate instance: a Keras optimizer is bound to the "
+                "variables it was built with.")
+        for name, optimizer in chosen.items():
+            if not optimizer.built:
+                optimizer.build(sets[name])
+        super().compile(optimizer=chosen["generator_optimizer"], **kwargs)
+        self._optimizers = chosen
+
+    def call(self, inputs, training=False):
+        """G(E_c(image), label, style) for {"image", "label", optional "style", "cluster"}.
+
+        Style 0 (the prior's mean) when absent; cluster 0 when absent and the generator is
+        cluster-conditioned. Lets Keras and `tf.distribute` trace and build the model; use
+        `translate` and `sample` for inference.
+        """
+        images = tf.cast(tf.convert_to_tensor(inputs["image"]), tf.float32)
+        count = tf.shape(images)[0]
+        style = inputs.get("style")
+        if style is None:
+            style = tf.zeros([count, self.style_dim])
+        onehot = None
+        if self.num_clusters:
+            cluster = inputs.get("cluster")
+            cluster = tf.zeros([count], tf.int32) if cluster is None else cluster
+            onehot = tf.one_hot(tf.reshape(tf.cast(cluster, tf.int32), [-1]), self.num_clusters)
+        content = self.content_encoder(images, training=training)
+        labels = self._labels(inputs["label"], count)
+        return self._decode(content, labels, style, onehot, training=training)
+
+    # -- pieces shared by train_step and test_step ----------------------------------------------
+
+    def _labels(self, labels, count):
+        labels = tf.cast(tf.convert_to_tensor(labels), tf.float32)
+        return tf.broadcast_to(tf.reshape(labels, [-1, self.label_dim]), [count, self.label_dim])
+
+    def _unpack(self, data):
+        """The paired batch as DMIT's concatenated one (module docstring)."""
+        keys = {"image_a", "label_a", "image_b", "label_b"}
+        if self.num_clusters:
+            keys |= {"cluster_a", "cluster_b"}
+        if not isinstance(data, dict) or not keys <= set(data):
+            raise ValueError(
+                f"Each batch must be a dict with keys {sorted(keys)}, got "
+                f"{type(data).__name__} {sorted(data) if isinstance(data, dict) else ''}.")
+        x = tf.concat([tf.cast(data["image_a"], tf.float32),
+                       tf.cast(data["image_b"], tf.float32)], axis=0)
+        c_src = tf.concat([tf.cast(data["label_a"], tf.float32),
+                           tf.cast(data["label_b"], tf.float32)], axis=0)
+        batch = {"x": x, "c_src": c_src, "c_tgt": _swap(c_src),
+                 "k_src": None, "k_tgt": None, "id_tgt": None}
+        if self.num_clusters:
+            ids = tf.concat([tf.reshape(tf.cast(data["cluster_a"], tf.int32), [-1]),
+                             tf.reshape(tf.cast(data["cluster_b"], tf.int32), [-1])], axis=0)
+            batch["k_src"] = tf.one_hot(ids, self.num_clusters)
+            batch["id_tgt"] = _swap(ids)
+            batch["k_tgt"] = tf.one_hot(batch["id_tgt"], self.num_clusters)
+        return batch
+
+    def _noise(self, batch_size, stream=0):
+        """ε, z1, z2 [batch_size, style_dim] from (seed, stream, step, replica).
+
+        Reproducible for a seed, new at every step, different on every replica of a
+        distributed step. Prior styles are N(0, I) (DMIT: N(0, weight_target²), weight 1).
+        """
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([self.seed, stream], tf.int64), tf.convert_to_tensor(self.step_counter))
+        replica = tf.distribute.get_replica_context()
+        if replica is not None:
+            seed = tf.random.experimental.stateless_fold_in(
+                seed, tf.cast(replica.replica_id_in_sync_group, tf.int64))
+        shape = [batch_size, self.style_dim]
+        return {name: tf.random.stateless_normal(
+                    shape, seed=tf.random.experimental.stateless_fold_in(seed, index))
+                for index, name in enumerate(("eps", "z1", "z2"))}
+
+    def _decode(self, content, label, style, onehot, training):
+        inputs = {"content": content, "label": label, "style": style}
+        if self.num_clusters:
+            inputs["cluster_onehot"] = onehot
+        return self.generator(inputs, training=training)
+
+    def _judge(self, discriminator, images, labels, onehot, training):
+        inputs = {"image": images, "label": labels}
+        if self.num_clusters:
+            inputs["cluster_onehot"] = onehot
+        return discriminator(inputs, training=training)
+
+    def _cat(self, *tensors):
+        """Concatenates along the batch; None when the tensors are None (no clusters)."""
+        if tensors[0] is None:
+            return None
+        return tf.concat(tensors, axis=0)
+
+    def _features(self, images):
+        extractor = self.feature_extractor
+        if isinstance(extractor, keras.layers.Layer):
+            return extractor(images, training=False)
+        return extractor(images)
+
+    def _replica_scale(self):
+        # Gradients are summed over replicas; a per-replica mean loss must be divided by them.
+        return tf.constant(1.0 / tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+
+    def _discriminator_inputs(self, batch, noise):
+        """What the discriminators judge: E_c(x) and the prior- and encoded-style fakes.
+
+        Made with every generator network in inference mode (no spectral-norm write-back),
+        before any update of the step, and cut from the graph.
+
+        Returns:
+            (content, fake_prior, fake_encoded).
+        """
+        x, c_tgt = batch["x"], batch["c_tgt"]
+        content = self.content_encoder(x, training=False)
+        style = self.style_encoder({"image": x, "noise": noise["eps"]}, training=False)[0]
+        fakes = self._decode(tf.concat([content, content], 0), tf.concat([c_tgt, c_tgt], 0),
+                             tf.concat([noise["z1"], _swap(style)], 0),
+                             self._cat(batch["k_tgt"], batch["k_tgt"]), training=False)
+        fake_prior, fake_encoded = _split(fakes, 2)
+        return (tf.stop_gradient(content), tf.stop_gradient(fake_prior),
+                tf.stop_gradient(fake_encoded))
+
+    def _content_d_losses(self, batch, content, training):
+        """LSGAN loss of D_c: (content, c_src) is real, the same content with c_tgt is fake."""
+        logits = self.content_discriminator({
+            "content": tf.concat([content, content], 0),
+            "label": tf.concat([batch["c_src"], batch["c_tgt"]], 0)}, training=training)
+        real, fake = _split(logits, 2)
+        return {"d_content_loss": L.least_squares_discriminator_loss(real, fake)}
+
+    def _image_d_loss(self, discriminator, batch, fake, training):
+        """Hinge loss of one image D: real (x, c_src); fakes (G, c_tgt) and (x, c_tgt), ½ each."""
+        x = batch["x"]
+        logits = self._judge(
+            discriminator, tf.concat([x, x, fake], 0),
+            tf.concat([batch["c_src"], batch["c_tgt"], batch["c_tgt"]], 0),
+            self._cat(batch["k_src"], batch["k_tgt"], batch["k_tgt"]), training=training)
+        real, wrong_label, generated = zip(*[_split(scale, 3) for scale in logits])
+        return L.hinge_discriminator_loss(list(real), list(generated),
+                                          extra_fake_logits=[list(wrong_label)])
+
+    def _generator_losses(self, batch, noise, training):
+        """Every term of the full generator step, unweighted, and their weighted sum "g_loss".
+
+        The discriminators are called with training=False (their spectral normalisation would
+        otherwise rewrite their kernels during the generator's step).
+        """
+        x, c_src, c_tgt = batch["x"], batch["c_src"], batch["c_tgt"]
+        content = self.content_encoder(x, training=training)
+        style, mu, logvar = self.style_encoder({"image": x, "noise": noise["eps"]},
+                                               training=training)
+        fakes = self._decode(
+            tf.concat([content] * 3, 0), tf.concat([c_src, c_tgt, c_tgt], 0),
+            tf.concat([style, _swap(style), noise["z1"]], 0),
+            self._cat(batch["k_src"], batch["k_tgt"], batch["k_tgt"]), training=training)
+        reconstruction, fake_encoded, fake_prior = _split(fakes, 3)
+        discriminators = self.image_discriminators
+        g_prior = L.hinge_generator_loss(self._judge(
+            discriminators["prior"], fake_prior, c_tgt, batch["k_tgt"], training=False))
+        g_encoded = L.hinge_generator_loss(self._judge(
+            discriminators["encoded"], fake_encoded, c_tgt, batch["k_tgt"], training=False))
+        g_content = L.least_squares_generator_loss(self.content_discriminator(
+            {"content": content, "label": c_tgt}, training=False))
+        losses = {
+            "g_prior_loss": g_prior, "g_encoded_loss": g_encoded, "g_content_loss": g_content,
+            "reconstruction_loss": L.l1_reconstruction_loss(reconstruction, x),
+            "kl_loss": L.kl_divergence_loss(mu, logvar),
+        }
+        mean_terms = (self.lambda_adversarial * (g_prior + g_encoded + g_content)
+                      + self.lambda_reconstruction * losses["reconstruction_loss"])
+        if self.lambda_cycle > 0:
+            cycled = self._decode(self.content_encoder(fake_prior, training=training), c_src,
+                                  style, batch["k_src"], training=training)
+            losses["cycle_loss"] = L.l1_reconstruction_loss(cycled, x)
+            mean_terms += self.lambda_cycle * losses["cycle_loss"]
+        summed_terms = self.lambda_kl * losses["kl_loss"]
+        losses["g_loss"] = mean_terms + summed_terms
+        # What is differentiated: per-replica means over replicas, the KL summed (class doc).
+        objective = mean_terms * self._replica_scale() + summed_terms
+        return losses, objective
+
+    def _decoder_losses(self, batch, noise, training):
+        """Latent regression and the diversity terms: the decoder-only step's losses.
+
+        The encoders are called in inference mode; the latent regression compares the style
+        encoder's MEAN on G(x, c_tgt, z1) with z1, as DMIT does.
+        """
+        x, c_tgt = batch["x"], batch["c_tgt"]
+        z1, z2 = noise["z1"], noise["z2"]
+        draws = 1 if self.diversity == "none" else 2
+        content = self.content_encoder(x, training=False)
+        fakes = self._decode(tf.concat([content] * draws, 0), tf.concat([c_tgt] * draws, 0),
+                             tf.concat([z1, z2][:draws], 0),
+                             self._cat(*[batch["k_tgt"]] * draws), training=training)
+        fake_1 = fakes[:tf.shape(x)[0]]
+        mu = self.style_encoder.encode(fake_1, training=False)[1]
+        latent = tf.reduce_mean(tf.abs(tf.cast(mu, tf.float32) - z1))
+        losses = {"latent_regression_loss": latent}
+        total = self.lambda_latent * latent
+        if draws == 2:
+            fake_2 = fakes[tf.shape(x)[0]:]
+            if self.diversity == "dmit":
+                losses["diversity_loss"] = L.dmit_diversity_loss(fake_1, fake_2, z1, z2)
+                total += self.lambda_diversity * losses["diversity_loss"]
+            else:
+                losses["mode_seeking_loss"] = L.mode_seeking_loss(fake_1, fake_2, z1, z2)
+                total += self.lambda_ms * losses["mode_seeking_loss"]
+        if self.diversity == "clusters":
+            features = tf.cast(self._features(fakes), tf.float32)
+            ids = tf.concat([batch["id_tgt"]] * draws, 0)
+            l_d = L.cluster_mean_loss(features, self.cluster_means, ids)
+            l_m = L.mahalanobis_loss(features, self.cluster_means, self.inverse_covariances,
+                                     self.feature_masks, ids)
+            # A tensor comparison, so that switching L_m on does not retrace the step.
+            gate = tf.cast(
+                tf.convert_to_tensor(self.step_counter) >= self.mahalanobis_warmup_steps,
+                tf.float32)
+            losses["cluster_mean_loss"] = l_d
+            losses["mahalanobis_loss"] = l_m
+            total += self.lambda_d * l_d + gate * self.lambda_m * l_m
+        losses["decoder_loss"] = total
+        return losses, total * self._replica_scale()
+
+    def _content_encoder_losses(self, batch, noise, training):
+        """Content reconstruction mean|E_c(x) − E_c(G(E_c(x), c_tgt, z1))| (both E_c paths)."""
+        x = batch["x"]
+        content = self.content_encoder(x, training=training)
+        fake = self._decode(content, batch["c_tgt"], noise["z1"], batch["k_tgt"],
+                            training=False)
+        content_rec = self.content_encoder(fake, training=training)
+        loss = L.l1_reconstruction_loss(content_rec, content)
+        return ({"content_reconstruction_loss": loss},
+                self.lambda_content * loss * self._replica_scale())
+
+    def compute_losses(self, data, training=False, stream=1):
+        """Every loss of one batch without updating anything (what `test_step` logs).
+
+        Args:
+            data: a batch dict (see the class docstring).
+            training: run the networks in training mode (spectral normalisation then updates
+                their kernels).
+            stream: random stream of ε and z (training uses 0).
+
+        Returns:
+            Dict of scalar tensors, keyed like the loss trackers.
+        """
+        batch = self._unpack(data)
+        noise = self._noise(tf.shape(batch["x"])[0], stream=stream)
+        content, fake_prior, fake_encoded = self._discriminator_inputs(batch, noise)
+        discriminators = self.image_discriminators
+        losses = self._content_d_losses(batch, content, training)
+        losses["d_prior_loss"] = self._image_d_loss(
+            discriminators["prior"], batch, fake_prior, training)
+        losses["d_encoded_loss"] = self._image_d_loss(
+            discriminators["encoded"], batch, fake_encoded, training)
+        for compute in (self._generator_losses, self._decoder_losses,
+                        self._content_encoder_losses):
+            losses.update(compute(batch, noise, training)[0])
+        return losses
+
+    # -- training --------------------------------------------------------------------------------
+
+    def _require_compiled(self):
+        if self._optimizers is None:
+            raise ValueError("Call compile(...) with the six optimizers before training.")
+
+    def _update(self, optimizer_name, variables, compute):
+        """One optimizer step on `variables` for the objective `compute()` returns.
+
+        The tape watches only `variables`: every other network on the loss path is a constant
+        here, so no gradient is ever computed for it.
+
+        Returns:
+            The losses dict of `compute()`.
+        """
+        optimizer = self._optimizers[optimizer_name]
+        watched = _tf_variables(variables)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(watched)
+            losses, objective = compute()
+            objective = optimizer.scale_loss(objective)
+        gradients = tape.gradient(objective, watched)
+        optimizer.apply_gradients(zip(gradients, variables))
+        return losses
+
+    def _content_d_step(self, batch, content):
+        """Updates D_c only (content_d_optimizer); `content` is E_c(x), detached."""
+        self._require_compiled()
+        content = tf.stop_gradient(content)
+
+        def compute():
+            losses = self._content_d_losses(batch, content, training=True)
+            return losses, losses["d_content_loss"] * self._replica_scale()
+
+        return self._update("content_d_optimizer",
+                            self.content_discriminator.trainable_variables, compute)
+
+    def _image_d_steps(self, batch, fake_prior, fake_encoded):
+        """Updates D_prior on the prior-style fakes, then D_enc on the encoded-style ones.
+
+        With `share_discriminator` both updates go to the one D through prior_d_optimizer.
+        """
+        self._require_compiled()
+        losses = {}
+        steps = (("prior", fake_prior, "prior_d_optimizer"),
+                 ("encoded", fake_encoded,
+                  "prior_d_optimizer" if self.share_discriminator else "encoded_d_optimizer"))
+        for kind, fake, optimizer_name in steps:
+            discriminator = self.image_discriminators[kind]
+            fake = tf.stop_gradient(fake)
+
+            def compute(discriminator=discriminator, fake=fake, kind=kind):
+                loss = self._image_d_loss(discriminator, batch, fake, training=True)
+                return {f"d_{kind}_loss": loss}, loss * self._replica_scale()
+
+            losses.update(self._update(optimizer_name, discriminator.trainable_variables,
+                                       compute))
+        return losses
+
+    def _generator_step(self, batch, noise):
+        """Updates the decoder and both encoders together (generator_optimizer)."""
+        self._require_compiled()
+        return self._update("generator_optimizer",
+                            self.variable_sets()["generator_optimizer"],
+                            lambda: self._generator_losses(batch, noise, training=True))
+
+    def _decoder_step(self, batch, noise):
+        """Updates the decoder only (decoder_optimizer): latent regression + diversity."""
+        self._require_compiled()
+        return self._update("decoder_optimizer", self.generator.trainable_variables,
+                            lambda: self._decoder_losses(batch, noise, training=True))
+
+    def _content_encoder_step(self, batch, noise):
+        """Updates the content encoder only (content_encoder_optimizer)."""
+        self._require_compiled()
+        return self._update("content_encoder_optimizer",
+                            self.content_encoder.trainable_variables,
+                            lambda: self._content_encoder_losses(batch, noise, training=True))
+
+    def _record(self, losses):
+        for name, tracker in self._trackers.items():
+            tracker.update_state(losses[name])
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def train_step(self, data):
+        self._require_compiled()
+        batch = self._unpack(data)
+        noise = self._noise(tf.shape(batch["x"])[0], stream=0)
+        content, fake_prior, fake_encoded = self._discriminator_inputs(batch, noise)
+        # DMIT's order: D_c, D_prior, D_enc, full G, decoder only, content encoder only.
+        losses = self._content_d_step(batch, content)
+        losses.update(self._image_d_steps(batch, fake_prior, fake_encoded))
+        losses.update(self._generator_step(batch, noise))
+        losses.update(self._decoder_step(batch, noise))
+        losses.update(self._content_encoder_step(batch, noise))
+        self.step_counter.assign_add(1)
+        return self._record(losses)
+
+    def test_step(self, data):
+        return self._record(self.compute_losses(data, training=False))
+
+    # -- inference -------------------------------------------------------------------------------
+
+    def draw_clusters(self, num, seed=0):
+        """Cluster ids drawn with probability equal to the cluster shares (test-time rule).
+
+        Args:
+            num: number of ids (int or scalar tensor).
+            seed: integer seed; the same seed gives the same ids.
+
+        Returns:
+            int32 tensor [num].
+        """
+        logits = tf.math.log(self.cluster_shares)[None, :]
+        seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(7, tf.int64)])
+        return tf.random.stateless_categorical(logits, num, seed=seed, dtype=tf.int32)[0]
+
+    def _cluster_onehot(self, clusters, count, seed):
+        if not self.num_clusters:
+            if clusters is not None:
+                raise ValueError("clusters must be None: the generator is not cluster-conditioned.")
+            return None
+        if clusters is None:
+            ids = self.draw_clusters(count, seed)
+        else:
+            ids = tf.broadcast_to(tf.reshape(tf.cast(clusters, tf.int32), [-1]), [count])
+        return tf.one_hot(ids, self.num_clusters)
+
+    def translate(self, content_images, reference_images, target_labels, clusters=None, seed=0):
+        """Content of `content_images`, style encoded from `reference_images`, target labels.
+
+        DMIT's "enc" translation (`s2w_enc`): style translation A→B is
+        `translate(A, B, label_B)`; content translation is `translate(B, A, label_B)`. The
+        style is the encoder's mean (deterministic).
+
+        Args:
+            content_images: float [N, S, S, C] in [−1, 1].
+            reference_images: float [N, S', S', C] in [−1, 1] (one reference per content image).
+            target_labels: float [N, label_dim] or one label [label_dim] for all.
+            clusters: cluster id(s) for a cluster-conditioned generator; None draws them from
+                the cluster shares with `seed`.
+            seed: seed of the cluster draw.
+
+        Returns:
+            float32 [N, S, S, C] in [−1, 1].
+        """
+        content_images = tf.cast(tf.convert_to_tensor(content_images), tf.float32)
+        count = tf.shape(content_images)[0]
+        style = self.style_encoder.encode(reference_images, training=False)[1]
+        content = self.content_encoder(content_images, training=False)
+        return self._decode(content, self._labels(target_labels, count), style,
+                            self._cluster_onehot(clusters, count, seed), training=False)
+
+    def sample(self, content_images, target_labels, seed=0, num_samples=1, clusters=None):
+        """`num_samples` translations per image with styles from the prior N(0, I).
+
+        Column j of every row uses the same style z_j, drawn from `seed` alone, so the output
+        for an image does not depend on the rest of the batch and the same seed gives the same
+        images (DMIT's `*_rand_j`, A→A and B→B with a same-domain label).
+
+        Args:
+            content_images: float [N, S, S, C] in [−1, 1].
+            target_labels: float [N, label_dim] or one label [label_dim].
+            seed: integer seed of the styles (and of the cluster draw).
+            num_samples: styles per image.
+            clusters: cluster id(s) for a cluster-conditioned generator; None draws one per
+                output from the cluster shares.
+
+        Returns:
+            float32 [N, num_samples, S, S, C] in [−1, 1].
+        """
+        if isinstance(seed, (int, np.integer)):
+            _positive_int(seed, "seed", 0)
+        if isinstance(num_samples, (int, np.integer)):
+            _positive_int(num_samples, "num_samples")
+        content_images = tf.cast(tf.convert_to_tensor(content_images), tf.float32)
+        count = tf.shape(content_images)[0]
+        num_samples = tf.cast(num_samples, tf.int32)
+        styles = tf.random.stateless_normal(
+            [num_samples, self.style_dim],
+            seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(3, tf.int64)]))
+        total = count * num_samples
+        content = tf.repeat(self.content_encoder(content_images, training=False), num_samples,
+                            axis=0)
+        labels = tf.repeat(self._labels(target_labels, count), num_samples, axis=0)
+        onehot = None
+        if self.num_clusters and clusters is not None:
+            ids = tf.broadcast_to(tf.reshape(tf.cast(clusters, tf.int32), [-1]), [count])
+            onehot = tf.one_hot(tf.repeat(ids, num_samples, axis=0), self.num_clusters)
+        else:
+            onehot = self._cluster_onehot(clusters, total, seed)
+        images = self._decode(content, labels, tf.tile(styles, [count, 1]), onehot,
+                              training=False)
+        return tf.reshape(images, tf.concat([[count, num_samples], tf.shape(images)[1:]], 0))
