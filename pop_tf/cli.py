@@ -83,13 +83,18 @@ def cmd_run(args, extra) -> int:
     if args.dry_run:
         print(json.dumps(config_lib.to_dict(config), indent=2, sort_keys=True))
         return 0
-    pipeline.run(config, workdir=args.workdir, dataset=args.dataset, until=args.until)
+    pipeline.run(config, workdir=args.workdir, dataset=args.dataset, until=args.until, from_stage=args.from_stage)
     return 0
 
 
 def cmd_bench(args, extra) -> int:
     from pop_tf import bench
     return bench.main(extra)
+
+
+def cmd_evaluate(args, extra) -> int:
+    from pop_tf.stages import evaluate
+    return evaluate.main(extra)
 
 
 def cmd_translate(args, extra) -> int:
@@ -157,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measured speed figures (see `pop-tf bench --help`)", add_help=False)
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("evaluate", help="popularity uplift, FID, LPIPS diversity, NDB/JSD and report.html "
+                       "(see `pop-tf evaluate --help`)", add_help=False)
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("translate", help="style/content/random-style translations of two images as the 10-image grid",
                        add_help=False)
     p.set_defaults(func=cmd_translate)
@@ -165,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="folder for every stage's outputs")
     p.add_argument("--dataset", help="an existing dataset (default: synthesise one)")
     p.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    p.add_argument("--from", dest="from_stage", metavar="STAGE",
+                   help="rerun this stage and every later one from scratch (their outputs are replaced)")
     p.add_argument("--export-dir", dest="export_dir", help="where SavedModels go (default ./saved_models)")
     _common(p)
     p.set_defaults(func=cmd_run)

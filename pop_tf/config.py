@@ -170,11 +170,27 @@ class ClusterConfig:
 
 @dataclasses.dataclass
 class TranslatorConfig:
-    """The translation GAN: DMIT (issue #6) or the cluster-conditioned pix2pix of Suzuki et al.
+    """The translation GAN: DMIT (the popularity translator) or Suzuki et al.'s cluster-conditioned pix2pix.
 
-    `model="pix2pix"` trains edge map → colour garment on the ingested (or scored) posts, with
-    `diversity` = `none` (pix2pix-like: LSGAN + L1), `ms` (+ MSGAN mode seeking) or `clusters`
-    (+ cluster one-hot condition, L_d and L_m from the cluster stage; the paper's method).
+    `model="dmit"` (SPEC §5) trains one multi-domain DMIT on the score stage's output: every
+    popular or unpopular post (the undecided middle is left out) as its colour image or its edge
+    map, labelled popularity one-hot ++ modality one-hot. The DMIT keys below default to the
+    official DMIT options: style code `style_dim`, content encoder `num_downsampling` stride-2
+    convs + `content_residual_blocks`, style encoder `style_blocks`, decoder
+    `decoder_residual_blocks` CBIN blocks and `up_type` up-sampling, image discriminators of
+    `num_scales` scales × `image_d_blocks` blocks (one shared with `share_discriminator`),
+    content discriminator of `content_d_blocks` blocks; widths follow `base_filters` (nef = ndf).
+    Loss weights: `lambda_rec` (L1 reconstruction), `lambda_kl` (summed KL), `lambda_cycle`,
+    `lambda_latent` (latent regression), `lambda_content` (content reconstruction),
+    `lambda_diversity` (DMIT's diversity term) and `lambda_adversarial`.
+
+    `model="pix2pix"` trains edge map → colour garment on the ingested (or scored) posts.
+
+    `diversity` picks the diversity method on top of either generator (the baselines of Suzuki
+    et al.'s table): `none` — the model as published (pix2pix-like LSGAN + L1; DMIT with its own
+    diversity term, `lambda_diversity`, which 0 switches off), `ms` (MSGAN mode seeking,
+    `lambda_ms`; for DMIT it replaces DMIT's term) or `clusters` (`ms` + the cluster one-hot
+    condition, L_d and L_m from the cluster stage; the paper's method).
     `mahalanobis_warmup` is the fraction of training before L_m switches on (paper: epoch 100 of
     400 = 0.25). The learning rate is constant for `epochs − decay_epochs` epochs, then decays
     linearly to 0 (DMIT: 100 + 100; MSGAN's pix2pix: 2e-4, also 100 + 100).
@@ -183,7 +199,7 @@ class TranslatorConfig:
     input: str = ""  # a score (or ingest) output folder: train-*/test-*.tfrecord.gz
     clusters: str = ""  # a cluster output folder (diversity=clusters)
     output: str = ""
-    logdir: str = ""  # TensorBoard; default <output>/../logs/train_translator
+    logdir: str = ""  # TensorBoard; default <output>/../logs/<output folder name>
     model: Literal["dmit", "pix2pix"] = "dmit"
     diversity: Literal["none", "ms", "clusters"] = "none"
     image_size: int = 256
@@ -203,11 +219,79 @@ class TranslatorConfig:
     lambda_d: float = 5.0
     lambda_m: float = 0.2
     mahalanobis_warmup: float = 0.25
+    # DMIT (model=dmit): the official DMIT options.
+    style_dim: int = 8
+    num_downsampling: int = 2
+    content_residual_blocks: int = 4
+    style_blocks: int = 4
+    decoder_residual_blocks: int = 6
+    image_d_blocks: int = 3
+    content_d_blocks: int = 5
+    up_type: Literal["transpose", "nearest"] = "transpose"
+    dropout_rate: float = 0.0
+    share_discriminator: bool = False
+    lambda_rec: float = 10.0
+    lambda_kl: float = 0.01
+    lambda_cycle: float = 10.0
+    lambda_latent: float = 1.0
+    lambda_content: float = 1.0
+    lambda_diversity: float = 0.05
+    lambda_adversarial: float = 1.0
     flip: bool = True
     checkpoint_every: int = 500
-    num_sample_edges: int = 6  # columns of the per-cluster sample grid
-    eval_inputs: int = 50  # held-out edge maps for the diversity figure
-    eval_samples: int = 5  # outputs per edge map
+    num_sample_edges: int = 6  # held-out inputs in the sample grid (pix2pix: columns; dmit: rows)
+    eval_inputs: int = 50  # held-out inputs for the diversity figure
+    eval_samples: int = 5  # outputs per input
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """The evaluate stage (SPEC §4, §8): popularity uplift, FID, LPIPS diversity, NDB/JSD, report.html.
+
+    Reads the score stage's records (`input`: the test images of each popularity domain, and the
+    training images the NDB bins are fitted on), the ranker SavedModel (`ranker`), and optionally
+    the translator SavedModel (`translator`, SPEC §7) and train_translator's pix2pix output
+    folders (`pix2pix_variants`, e.g. one per diversity none / ms / clusters; a clusters variant
+    takes its cluster statistics from the folder named in its config.json, else from `clusters`).
+    `truth` (a truth.jsonl) adds Kendall tau / Spearman of the ranker's test scores.
+
+    `inception_weights` / `lpips_weights` are `imagenet`, `none` (random weights: smoke tests and
+    the demo only, meaningless as quality figures) or a weights file; only with
+    `inception_standard` / `lpips_standard` (a faithful conversion of the published weights) are
+    the figures FID / LPIPS proper, otherwise they are labelled fid_like / lpips_like.
+    LPIPS diversity: `num_inputs` (N) test inputs × `samples_per_input` (M) random styles, every
+    pair of outputs of the same input. NDB/JSD: `ndb_bins` k-means bins fitted on up to
+    `ndb_max_train` training images downsampled to `ndb_image_size`² raw pixels (as Richardson &
+    Weiss), z-test level `ndb_alpha`; `ndb_whiten` (per-pixel standardisation) is off by default
+    because it blows near-constant white-background pixels up into huge coordinates.
+    `max_images` caps the test images translated for the uplift and FID (0: all of them).
+    """
+
+    input: str = ""  # a score output folder
+    ranker: str = ""  # a ranker SavedModel folder
+    translator: str = ""  # a translator SavedModel folder (optional)
+    pix2pix_variants: list[str] = dataclasses.field(default_factory=list)  # train_translator pix2pix folders
+    clusters: str = ""  # a cluster output folder, for clusters variants whose own is gone
+    truth: str = ""  # optional truth.jsonl (post_id, intrinsic)
+    output: str = ""
+    logdir: str = ""  # TensorBoard; default <output>/../logs/evaluate
+    inception_weights: str = "imagenet"
+    inception_standard: bool = False
+    lpips_weights: str = "imagenet"
+    lpips_linear_weights: str = ""  # .npz of the 1x1 linear weights; empty: all ones
+    lpips_standard: bool = False
+    num_inputs: int = 100
+    samples_per_input: int = 10
+    max_images: int = 0
+    num_grid_pairs: int = 4
+    ndb_bins: int = 100
+    ndb_alpha: float = 0.05
+    ndb_whiten: bool = False
+    ndb_image_size: int = 32
+    ndb_max_train: int = 20000
+    uplift_threshold: float = 1.0  # the paper's "share above 1"
+    batch_size: int = 16
     seed: int = 0
 
 
@@ -231,6 +315,7 @@ class Config:
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
     train_translator: TranslatorConfig = dataclasses.field(default_factory=TranslatorConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
@@ -356,14 +441,23 @@ _POSITIVE = {"pairs.max_pairs_per_image", "synth.num_posts", "synth.image_size",
              "cluster.num_clusters", "cluster.batch_size", "cluster.covariance_epsilon",
              *(f"train_translator.{k}" for k in ("image_size", "base_filters", "noise_dim", "num_scales",
                                                  "discriminator_layers", "batch_size", "epochs", "learning_rate",
-                                                 "checkpoint_every", "num_sample_edges", "eval_inputs"))}
+                                                 "checkpoint_every", "num_sample_edges", "eval_inputs", "style_dim",
+                                                 "style_blocks", "image_d_blocks", "content_d_blocks"))}
 _NON_NEGATIVE = {"pairs.window_days", "pairs.min_log_margin", "pairs.num_shards", "synth.num_corrupt", "ingest.min_age_days", "ingest.num_shards",
                  "ingest.near_duplicate_distance", "ingest.near_duplicate_colour_tolerance", "train_ranker.steps_per_epoch",
                  "train_ranker.num_logged_images", "train_ranker.weight_decay",
                  *(f"train_translator.{k}" for k in ("decay_epochs", "steps_per_epoch", "lambda_l1", "lambda_ms",
-                                                     "lambda_d", "lambda_m")), "cluster.examples_per_cluster"}
+                                                     "lambda_d", "lambda_m", "num_downsampling",
+                                                     "content_residual_blocks", "decoder_residual_blocks",
+                                                     "lambda_rec", "lambda_kl", "lambda_cycle", "lambda_latent",
+                                                     "lambda_content", "lambda_diversity", "lambda_adversarial")),
+                 "cluster.examples_per_cluster"}
 _FRACTIONS = {"synth.broken_share", "ingest.test_ratio", "ingest.edge_threshold", "train_ranker.max_shift",
-              "train_translator.beta_1", "train_translator.beta_2"}
+              "train_translator.beta_1", "train_translator.beta_2", "train_translator.dropout_rate"}
+
+
+_EVALUATE_POSITIVE = {f"evaluate.{k}" for k in ("num_inputs", "batch_size", "ndb_image_size", "ndb_max_train")}
+_EVALUATE_NON_NEGATIVE = {f"evaluate.{k}" for k in ("max_images", "num_grid_pairs", "seed")}
 
 
 def validate_value(key: str, value) -> None:
@@ -390,6 +484,16 @@ def validate_value(key: str, value) -> None:
         raise ConfigError(f"config key '{key}': {value!r} must be a multiple of 32 (EfficientNet's stride)")
     if key == "synth.image_size" and value < 32:
         raise ConfigError(f"config key '{key}': {value!r} must be >= 32")
+    if key in _EVALUATE_POSITIVE and value <= 0:
+        raise ConfigError(f"config key '{key}': {value!r} must be > 0")
+    if key in _EVALUATE_NON_NEGATIVE and value < 0:
+        raise ConfigError(f"config key '{key}': {value!r} must be >= 0")
+    if key == "evaluate.samples_per_input" and value < 2:
+        raise ConfigError(f"config key '{key}': {value!r} must be >= 2 (diversity needs pairs of outputs)")
+    if key == "evaluate.ndb_bins" and value < 2:
+        raise ConfigError(f"config key '{key}': {value!r} must be >= 2")
+    if key == "evaluate.ndb_alpha" and not 0.0 < value < 1.0:
+        raise ConfigError(f"config key '{key}': {value!r} must be in (0, 1)")
 
 
 def apply_overrides(config: Config, overrides: dict, origin: str) -> None:

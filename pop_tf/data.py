@@ -161,3 +161,105 @@ def edge_to_image_dataset(pattern: str, stored_size: int, image_size: int, batch
                                      "image": to_signed_unit(_resize(b["image"], image_size, stored_size)),
                                      "cluster": b["cluster"]}, num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
+
+
+# Domain labels of DMIT (SPEC §5): popularity one-hot (unpopular, popular) ++ modality one-hot
+# (edge, color). The order is the translator's label layout; serving maps names onto it too.
+POPULARITIES = ("unpopular", "popular")
+MODALITIES = ("edge", "color")
+LABEL_DIM = len(POPULARITIES) + len(MODALITIES)
+
+
+def domain_label(popularity: str, modality: str):
+    """The 4-d label of a domain, e.g. ("popular", "color") → [0, 1, 0, 1] (float32 numpy)."""
+    import numpy as np
+
+    if popularity not in POPULARITIES or modality not in MODALITIES:
+        raise ValueError(f"a domain is one of {POPULARITIES} × {MODALITIES}, got ({popularity!r}, {modality!r})")
+    label = np.zeros([LABEL_DIM], np.float32)
+    label[POPULARITIES.index(popularity)] = 1.0
+    label[len(POPULARITIES) + MODALITIES.index(modality)] = 1.0
+    return label
+
+
+def _domain_of(serialized):
+    """The score stage's popularity domain of a serialized post ("" when unscored or undecided)."""
+    spec = {records.DOMAIN: tf.io.FixedLenFeature([], tf.string, default_value="")}
+    return tf.io.parse_single_example(serialized, spec)[records.DOMAIN]
+
+
+def domain_pair_dataset(pattern: str, stored_size: int, image_size: int, batch_size: int, seed: int = 0,
+                        flip: bool = True, cluster_of: dict = None, shuffle_buffer: int = 2048) -> tf.data.Dataset:
+    """Shuffled, repeating batches of DMIT's domain pairs from scored post records.
+
+    Only posts the score stage put in a popularity domain ("popular" or "unpopular") are used;
+    the undecided middle ("") is dropped (on the record's domain field alone, before any image is
+    decoded). Each example is the post's colour image or its edge map, with probability ½ each,
+    flipped left-right with probability ½ when `flip` (both draws stateless, from the seed, the
+    stream and the example's index, so they do not depend on thread timing), and labelled
+    popularity one-hot ++ modality one-hot (`domain_label`). Two independently shuffled streams
+    of such examples are zipped: row n of a batch pairs two random examples, of the same or of
+    different domains (`DMITTrainer` translates each into the other's domain).
+
+    Elements: `image_a`, `image_b` float32 [B, S, S, 3] in [−1, 1], `label_a`, `label_b` float32
+    [B, 4]; with `cluster_of` ({post_id: cluster id}; a post missing there is an error when it
+    is read, not a silent 0) also `cluster_a`, `cluster_b` int32 [B].
+
+    Args:
+        pattern: glob of scored post records (`<score>/train-*.tfrecord.gz`).
+        stored_size: the image size the records hold.
+        image_size: the translator's size (images are resized when it differs).
+        batch_size: pairs per batch.
+        seed: the seed of every random choice; the same seed gives the same batches.
+        flip: left-right flip augmentation.
+        cluster_of: cluster ids for diversity=clusters.
+        shuffle_buffer: records in each stream's shuffle buffer.
+
+    Raises:
+        DataError: when no file matches or no record is in a popularity domain (unscored records,
+            e.g. an ingest output, have none), instead of repeating an empty stream forever.
+    """
+    files = list_files(pattern, "scored post record")
+    labelled = _records(files, parallel=True).filter(
+        lambda s: tf.reduce_any(tf.equal(_domain_of(s), tf.constant(POPULARITIES))))
+    if next(iter(labelled.take(1)), None) is None:
+        raise DataError(f"no record matching {pattern} is in a popularity domain ({' or '.join(POPULARITIES)}); "
+                        "pass the score stage's output, and check score.unpopular_quantile/popular_quantile")
+    if cluster_of is not None:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(list(cluster_of), tf.string),
+                                                tf.constant(list(cluster_of.values()), tf.int32)), default_value=-1)
+    labels = tf.constant([[domain_label(p, m) for m in MODALITIES] for p in POPULARITIES])  # [2, 2, 4]
+
+    def stream(index: int):
+        def to_example(position, serialized):
+            post = records.parse_post(serialized, stored_size, scored=True)
+            draws = tf.random.stateless_uniform(
+                [2], seed=tf.stack([tf.cast(seed, tf.int64) * 2 + index, position]))
+            use_edge = draws[0] < 0.5
+            image = tf.where(use_edge, post["edge"], post["image"])
+            if flip:
+                image = tf.where(draws[1] < 0.5, tf.reverse(image, [1]), image)
+            popularity = tf.cast(tf.equal(post["domain"], POPULARITIES[1]), tf.int32)
+            example = {"image": image, "label": labels[popularity, tf.where(use_edge, 0, 1)]}
+            if cluster_of is not None:
+                cluster = table.lookup(post["post_id"])
+                with tf.control_dependencies([tf.debugging.assert_non_negative(
+                        cluster, message="a training post has no cluster assignment; rerun the cluster stage")]):
+                    example["cluster"] = tf.identity(cluster)
+            return example
+
+        shuffled = labelled.shuffle(shuffle_buffer, seed=seed * 2 + index).repeat().enumerate()
+        return shuffled.map(to_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    def to_pair(a, b):
+        pair = {"image_a": a["image"], "label_a": a["label"], "image_b": b["image"], "label_b": b["label"]}
+        if cluster_of is not None:
+            pair.update(cluster_a=a["cluster"], cluster_b=b["cluster"])
+        return pair
+
+    dataset = tf.data.Dataset.zip(stream(0), stream(1)).map(to_pair).batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(lambda b: {**b, "image_a": to_signed_unit(_resize(b["image_a"], image_size, stored_size)),
+                                     "image_b": to_signed_unit(_resize(b["image_b"], image_size, stored_size))},
+                          num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)

@@ -221,3 +221,125 @@ def export_clusterer(features_model, stats, directory: str, config: dict, data_f
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return install_staged(staging, directory)
+
+
+def _to_uint8(images):
+    """float [−1, 1] → uint8 pixels: round((x + 1)·127.5), clipped."""
+    import tensorflow as tf
+
+    return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+
+
+def export_translator(trainer_or_networks, directory: str, config: dict, data_fingerprint: str, **card) -> str:
+    """Exports a trained DMIT translator as `directory` (SPEC §7 `saved_models/translator/<v>`).
+
+    Endpoints (each also a signature):
+    - `translate(content: uint8 [N,H,W,3], reference: uint8 [N,H,W,3], target_domain: string [N])
+      → {"images": uint8 [N,S,S,3]}`: the content of `content`, the style encoded (its mean) from
+      `reference`, decoded under the `target_domain` label;
+    - `sample(content: uint8 [N,H,W,3], target_domain: string [N], seed: int64 [],
+      num_samples: int32 []) → {"images": uint8 [N,num_samples,S,S,3]}`: styles drawn from the
+      prior N(0, I) by `seed` alone (the same seed gives the same images, whatever the batch);
+    - `domains() → {"names": string [D]}`.
+    Domain names are "<popularity>/<modality>" and map onto the training labels through a lookup
+    table baked into the graph; an unknown name is an InvalidArgumentError listing the valid ones.
+    Images are fitted into the S×S square (`fit_to_square`) and scaled to [−1, 1] as in training.
+    A cluster-conditioned generator draws its cluster ids from the cluster shares (seed 0 for
+    `translate`, `seed` for `sample`), the test-time rule of Suzuki et al.
+
+    Args:
+        trainer_or_networks: a trained `pop_tf.models.dmit.DMITTrainer`, or the dict of
+            `dmit.build_networks` (uniform cluster shares then).
+        directory: the SavedModel folder (replaced whole, atomically).
+        config: the resolved translator config (a dict with `image_size`), written to the card.
+        data_fingerprint: names the training data in `pop_tf.json`.
+        **card: further `pop_tf.json` entries (e.g. `metrics`).
+
+    Returns:
+        `directory`.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from pop_tf import data
+    from pop_tf.models import dmit
+
+    trainer = trainer_or_networks
+    if isinstance(trainer, dict):
+        trainer = dmit.DMITTrainer(**trainer, share_discriminator=trainer.get("encoded_discriminator") is None)
+    if trainer.label_dim != data.LABEL_DIM:
+        raise ValueError(f"the translator's labels have {trainer.label_dim} entries, but the domain names map onto "
+                         f"{data.LABEL_DIM} (popularity one-hot ++ modality one-hot)")
+    size = int(config["image_size"])
+    domains = [(p, m) for p in data.POPULARITIES for m in data.MODALITIES]
+    names = [f"{p}/{m}" for p, m in domains]
+    labels = tf.constant(np.stack([data.domain_label(p, m) for p, m in domains]))
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.range(len(names), dtype=tf.int32)),
+        default_value=-1)
+    valid = ", ".join(names)  # unquoted: Assert prints its message with quotes escaped
+
+    def target_labels(target_domain, count, inputs):
+        """float [N, 4] labels of `target_domain`, checked: a string vector of known names, N = count."""
+        expected = f"target_domain must be a string vector [N] of domain names (one of {valid})"
+        checks = [tf.debugging.assert_rank(target_domain, 1, message=f"{expected}; got a different rank")]
+        with tf.control_dependencies(checks):
+            # Padded, as in `checked_images`, so grappler's constant folding cannot slice past a scalar.
+            length = tf.concat([tf.shape(target_domain), tf.ones([1], tf.int32)], axis=0)[0]
+            target_domain = tf.reshape(target_domain, [length])
+        ids = table.lookup(target_domain)
+        checks = [
+            tf.debugging.assert_equal(length, count, message=f"{inputs} must hold the same number N of entries "
+                                      "(one target domain per content image)"),
+            tf.debugging.Assert(tf.reduce_all(ids >= 0), [f"target_domain must name one of {valid}; unknown:",
+                                                         tf.boolean_mask(target_domain, ids < 0)]),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.gather(labels, tf.maximum(ids, 0))
+
+    def signed(images, name):
+        return fit_to_square(checked_images(images, name), size) / 127.5 - 1.0
+
+    def translate(content, reference, target_domain):
+        content, reference = signed(content, "content"), signed(reference, "reference")
+        count = tf.shape(content)[0]
+        checks = [tf.debugging.assert_equal(tf.shape(reference)[0], count, message="content, reference and "
+                                            "target_domain must hold the same number N of entries (one reference "
+                                            "per content image)")]
+        with tf.control_dependencies(checks):
+            label = target_labels(target_domain, count, "content, reference and target_domain")
+        return {"images": _to_uint8(trainer.translate(content, reference, label))}
+
+    def sample(content, target_domain, seed, num_samples):
+        content = signed(content, "content")
+        label = target_labels(target_domain, tf.shape(content)[0], "content and target_domain")
+        checks = [tf.debugging.assert_positive(num_samples, message="num_samples must be >= 1")]
+        with tf.control_dependencies(checks):
+            num_samples = tf.identity(num_samples)
+        return {"images": _to_uint8(trainer.sample(content, label, seed=seed, num_samples=num_samples))}
+
+    def domain_names():
+        return {"names": tf.constant(names)}
+
+    def images(name):  # shapes left open, so `checked_images` can say what is wrong
+        return tf.TensorSpec(None, tf.uint8, name=name)
+
+    domain = tf.TensorSpec(None, tf.string, name="target_domain")
+    archive = keras.export.ExportArchive()
+    for network in (trainer.content_encoder, trainer.style_encoder, trainer.generator):
+        archive.track(network)
+    archive.track(table)
+    archive.add_endpoint("translate", translate, input_signature=[images("content"), images("reference"), domain])
+    archive.add_endpoint("sample", sample, input_signature=[
+        images("content"), domain, tf.TensorSpec([], tf.int64, name="seed"),
+        tf.TensorSpec([], tf.int32, name="num_samples")])
+    archive.add_endpoint("domains", domain_names, input_signature=[])
+    staging = write_archive(archive, directory)
+    try:
+        write_model_card(os.path.join(staging, "model"), "translator", config, data_fingerprint, image_size=size,
+                         domains=names, endpoints=["translate", "sample", "domains"], **card)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return install_staged(staging, directory)

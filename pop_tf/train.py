@@ -1,18 +1,18 @@
 """`python -m pop_tf.train ranker|clusterer|translator --workdir W [--preset P] [--set k=v]`.
 
-The training entry point of SPEC §4. Each trainer is a stage module under `pop_tf.stages`; a
-trainer that has not landed yet says so and exits with status 2 instead of pretending to train.
+The training entry point of SPEC §4. Each trainer is a stage module under `pop_tf.stages` whose
+`main(argv)` resolves its config section (`run_trainer`) and trains.
 """
 
 import argparse
+import importlib
 import json
 import sys
 
 TRAINERS = {
-    # name: (stage module, the issue that builds it)
-    "ranker": ("pop_tf.stages.train_ranker", "#4 popularity module"),
-    "clusterer": ("pop_tf.stages.cluster", "#5 diversity by data classification"),
-    "translator": ("pop_tf.stages.train_translator", "#6 translation module"),
+    "ranker": "pop_tf.stages.train_ranker",
+    "clusterer": "pop_tf.stages.cluster",
+    "translator": "pop_tf.stages.train_translator",
 }
 
 
@@ -29,16 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    module, issue = TRAINERS[args.model]
-    try:
-        __import__(module)
-    except ModuleNotFoundError as e:
-        if e.name != module:
-            raise
-        print(f"python -m pop_tf.train {args.model}: the {args.model} trainer is not built yet "
-              f"(tracked in issue {issue}); nothing was trained or written.", file=sys.stderr)
-        return 2
-    return sys.modules[module].main(sys.argv[1:] if argv is None else argv)
+    module = importlib.import_module(TRAINERS[args.model])
+    return module.main(sys.argv[1:] if argv is None else argv)
 
 
 def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:

@@ -128,8 +128,13 @@ def test_cli_unknown_beam_option_is_named(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_train_entry_point_names_unbuilt_trainers(tmp_path):
+def test_train_entry_point_names_a_missing_input_in_one_sentence(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pop_tf.train", "translator", "--workdir", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert "not built yet" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert str(tmp_path / "score") in message and "pop-tf score" in message
+    assert not (tmp_path / "train_translator").exists()  # nothing written for a run that could not start
+
+

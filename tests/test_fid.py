@@ -69,6 +69,24 @@ def test_singular_covariances_give_finite_non_negative_value():
     assert fidlib.fid_from_activations(act1, act1) < 1e-3
 
 
+@pytest.mark.parametrize("rows", [(7, 9), (20, 40)])
+def test_fewer_rows_than_features_takes_the_exact_low_rank_route(rows, monkeypatch):
+    rng = np.random.default_rng(5)
+    act1 = rng.normal(size=(rows[0], 48))
+    act2 = 0.7 * rng.normal(size=(rows[1], 48)) + 0.3
+    mu1, sigma1 = fidlib.activation_statistics(act1)
+    mu2, sigma2 = fidlib.activation_statistics(act2)
+    # the d×d square root of the same statistics, offset-free: the singular product is still
+    # well within sqrtm's reach at d = 48
+    expected = fidlib.frechet_distance(mu1, sigma1, mu2, sigma2, eps=0.0)
+    calls = []
+    monkeypatch.setattr(fidlib, "frechet_distance", lambda *a, **k: calls.append(a))
+    value = fidlib.fid_from_activations(act1, act2)
+    assert not calls  # the d×d route was not taken
+    assert value == pytest.approx(expected, rel=1e-6)
+    assert fidlib.fid_from_activations(act1, act1) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_activation_statistics_are_float64_mean_and_unbiased_covariance():
     act = np.random.default_rng(5).normal(size=(50, 3)).astype(np.float32)
     mu, sigma = fidlib.activation_statistics(act)

@@ -4,13 +4,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from pop_tf import config as config_lib
 from pop_tf import pipeline, serving
 from pop_tf.stages import export
-from tests.conftest import tiny_config
+from tests.conftest import TINY, tiny_config
 
 
 def _small(sets=()):
@@ -49,25 +50,59 @@ def test_run_cli_dry_run_prints_every_section(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_run_trains_scores_clusters_exports_then_skips(tmp_path, capsys):
+# Runs in a fresh interpreter that never imports pop_tf: what another app gets from saved_models/.
+_CLIENT = """
+import json, sys
+import numpy as np, tensorflow as tf
+assert "pop_tf" not in sys.modules
+root = sys.argv[1]
+images = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+ranker = tf.saved_model.load(root + "/ranker/1")
+clusterer = tf.saved_model.load(root + "/clusterer/1")
+translator = tf.saved_model.load(root + "/translator/1")
+popular = tf.constant(["popular/color"] * 2)
+out = {"score": ranker.score(images)["score"].shape.as_list(),
+       "cluster": clusterer.assign(images)["cluster"].shape.as_list(),
+       "translate": translator.translate(content=images, reference=images[::-1], target_domain=popular)["images"].shape.as_list(),
+       "sample": translator.sample(content=images, target_domain=popular, seed=tf.constant(1, tf.int64),
+                                   num_samples=tf.constant(3))["images"].shape.as_list(),
+       "domains": [n.decode() for n in translator.domains()["names"].numpy()]}
+print(json.dumps(out))
+"""
+
+
+def test_run_every_stage_then_skip_rerun_what_changed(tmp_path, capsys):
     workdir, exported = tmp_path / "w", tmp_path / "serving"
     config = lambda *sets: tiny_config(f"export.export_dir={exported}", *sets)
     results = pipeline.run(config(), str(workdir))
-    assert set(results) == {"synth", "ingest", "pairs", "train_ranker", "score", "cluster", "export"}
+    assert set(results) == set(pipeline.STAGE_ORDER)
     assert results["export"]["ranker"] == str(exported / "ranker" / "1")
     assert serving.read_model_card(str(exported / "clusterer" / "1"), "clusterer")
+    assert serving.read_model_card(str(exported / "translator" / "1"), "translator")
     metrics = json.loads(open(results["train_ranker"]["metrics"]).read())
     assert "kendall_tau" in metrics  # the synthetic dataset's truth file was found
     assert os.path.isfile(results["score"]["scores"]) and os.path.isfile(results["cluster"]["clusters"])
-    assert (workdir / "logs" / "train_ranker").is_dir()
+    for stage in ("train_ranker", "train_translator", "evaluate"):
+        assert (workdir / "logs" / stage).is_dir()
+    evaluation = json.loads(open(results["evaluate"]["metrics"]).read())
+    # the pipeline found the translator, the ranker and the dataset's truth for the evaluation
+    assert evaluation["translator"]["uplift"]["style"]["count"] > 0 and "ranker" in evaluation
+    assert os.path.isfile(results["evaluate"]["report"])
+    client = subprocess.run([sys.executable, "-c", _CLIENT, str(exported)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert client.returncode == 0, client.stderr
+    shapes = json.loads(client.stdout.strip().splitlines()[-1])
+    assert shapes["score"] == [2] and shapes["cluster"] == [2]
+    assert shapes["translate"] == [2, 32, 32, 3] and shapes["sample"] == [2, 3, 32, 32, 3]
+    assert "popular/color" in shapes["domains"]
     capsys.readouterr()
     pipeline.run(config(), str(workdir))
-    assert capsys.readouterr().err.count("skipped") == 7
-    # a score option reruns score only: cluster and export do not read its outputs
+    assert capsys.readouterr().err.count("skipped") == len(pipeline.STAGE_ORDER)
+    # a score option reruns score and what reads it, not the ranker or the clusters
     pipeline.run(config("score.popular_quantile=0.8"), str(workdir))
     err = capsys.readouterr().err
     assert "[train_ranker] complete with the same inputs, skipped" in err and "[score] running" in err
-    assert "[cluster] complete" in err and "[export] complete" in err
+    assert "[cluster] complete" in err and "[train_translator] running" in err
     # exporting the same models again keeps the version; a retrained ranker gets version 2
     again = export.run(config_lib.ExportConfig(workdir=str(workdir), export_dir=str(exported),
                                                models=["ranker"]))
@@ -75,6 +110,52 @@ def test_run_trains_scores_clusters_exports_then_skips(tmp_path, capsys):
     pipeline.run(config("train_ranker.seed=1"), str(workdir))
     assert sorted(os.listdir(exported / "ranker")) == ["1", "2"]
     assert sorted(os.listdir(exported / "clusterer")) == ["1"]
+    capsys.readouterr()
+    # --from reruns that stage and the later ones even though nothing changed
+    pipeline.run(config("train_ranker.seed=1"), str(workdir), from_stage="evaluate")
+    err = capsys.readouterr().err
+    assert "[train_translator] complete with the same inputs, skipped" in err
+    assert "[evaluate] running" in err and "[export] running" in err
+    assert "report: " + str(workdir / "evaluate" / "report.html") in err  # the closing summary
+    assert "mean score uplift" in err and "SavedModel translator" in err
+
+
+def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
+    with pipeline._locked(str(tmp_path)):
+        with pytest.raises(pipeline.WorkdirBusyError, match=f"{tmp_path} is in use by another pop-tf run \\(pid "):
+            pipeline.run(tiny_config(), str(tmp_path))
+    assert not (tmp_path / "synth").exists()
+
+
+def _cli_run(workdir, exported, *sets):
+    args = [sys.executable, "-m", "pop_tf", "run", "--workdir", str(workdir), "--export-dir", str(exported)]
+    for item in (*TINY, *sets):
+        args += ["--set", item]
+    return args
+
+
+def test_killed_translator_training_resumes_without_redoing_earlier_stages(tmp_path):
+    workdir, exported = tmp_path / "w", tmp_path / "serving"
+    longer = ["train_translator.steps_per_epoch=200", "train_translator.checkpoint_every=5"]
+    process = subprocess.Popen(_cli_run(workdir, exported, *longer), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    index = workdir / "train_translator" / "checkpoints" / "checkpoint"
+    deadline = time.monotonic() + 600
+    while not index.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    process.kill()  # SIGKILL: no clean-up code runs
+    process.wait()
+    assert index.exists(), "the translator never wrote a checkpoint"
+    assert not (workdir / "train_translator" / pipeline.MARKER).exists()
+    rerun = subprocess.run(_cli_run(workdir, exported, *longer),
+                           capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for stage in ("synth", "ingest", "pairs", "train_ranker", "score", "cluster"):
+        assert f"[{stage}] complete with the same inputs, skipped" in rerun.stderr
+    assert "train_translator: resuming from" in rerun.stderr
+    metrics = json.loads((workdir / "train_translator" / "metrics.json").read_text())
+    assert metrics["steps"] == 200
+    assert (exported / "translator" / "1").is_dir()
 
 
 def test_export_names_a_missing_model(tmp_path):

@@ -24,6 +24,7 @@ References:
 """
 
 import os
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -86,10 +87,13 @@ def _sqrt_of_covariance_product(sigma1, sigma2, eps):
     reference TTUR and pytorch-fid implementations) is to retry once with `eps * I` added to both
     covariances, which makes them positive definite while moving the distance by O(eps * d).
     """
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not (np.all(np.isfinite(covmean)) and _has_small_imaginary_diagonal(covmean)):
-        offset = eps * np.eye(sigma1.shape[0])
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():
+        # scipy warns on every singular product; the checks below decide what to do about it.
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+        if not (np.all(np.isfinite(covmean)) and _has_small_imaginary_diagonal(covmean)):
+            offset = eps * np.eye(sigma1.shape[0])
+            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if not np.all(np.isfinite(covmean)):
         raise ValueError(
             "The matrix square root of sigma1 @ sigma2 is not finite even after adding "
@@ -194,7 +198,26 @@ def fid_from_activations(act1, act2):
             "come from the same feature extractor.")
     mu1, sigma1 = activation_statistics(act1)
     mu2, sigma2 = activation_statistics(act2)
-    return frechet_distance(mu1, sigma1, mu2, sigma2)
+    if min(len(act1), len(act2)) >= mu1.shape[0]:
+        return frechet_distance(mu1, sigma1, mu2, sigma2)
+    return _frechet_distance_low_rank(np.asarray(act1, np.float64), np.asarray(act2, np.float64), mu1, mu2)
+
+
+def _frechet_distance_low_rank(act1, act2, mu1, mu2):
+    """The Fréchet distance from activations when a set has fewer rows N than features d.
+
+    With Σᵢ = AᵢᵀAᵢ/(Nᵢ−1) (Aᵢ the centred activations), the non-zero eigenvalues of Σ₁Σ₂ are
+    those of MMᵀ/((N₁−1)(N₂−1)) with M = A₁A₂ᵀ [N₁, N₂], so Tr((Σ₁Σ₂)^½) is the sum of M's
+    singular values / √((N₁−1)(N₂−1)): exact, and an N×N SVD instead of a d×d `sqrtm` that is
+    singular anyway (2048×2048 takes seconds, and evaluations usually have hundreds of images).
+    """
+    centred1, centred2 = act1 - mu1, act2 - mu2
+    scale = np.sqrt((len(act1) - 1) * (len(act2) - 1))
+    trace_sqrt = np.linalg.svd(centred1 @ centred2.T, compute_uv=False).sum() / scale
+    trace1 = np.sum(centred1 ** 2) / (len(act1) - 1)
+    trace2 = np.sum(centred2 ** 2) / (len(act2) - 1)
+    diff = mu1 - mu2
+    return float(max(diff @ diff + trace1 + trace2 - 2.0 * trace_sqrt, 0.0))
 
 
 # ---------------------------------------------------------------------------------------------

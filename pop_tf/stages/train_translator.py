@@ -1,20 +1,41 @@
-"""The `train_translator` stage: the translation GAN trained with `fit()`.
+"""The `train_translator` stage: the translation GANs trained with `fit()`.
 
-`model="pix2pix"` (built): Suzuki et al.'s cluster-conditioned edge map → colour garment GAN
-(`pop_tf.models.pix2pix`), with `diversity` = none | ms | clusters on the same networks. It reads
-the posts' edge maps and images (`<input>/train-*.tfrecord.gz`), and for `clusters` the cluster
-stage's statistics, assignments and exact feature extractor E (`<clusters>/`). Without cluster
-conditioning (none, ms) the networks get a single constant cluster, which is the same as none.
-`model="dmit"` is the popularity translator of issue #6 and is refused until it lands.
+`model="dmit"` (the popularity translator, SPEC §5): one multi-domain DMIT
+(`pop_tf.models.dmit.DMITTrainer`) over four domains, popularity (unpopular, popular) ×
+modality (edge, color). It reads the score stage's output (`<input>/train-*.tfrecord.gz`, posts
+with a popularity domain; the undecided middle is left out), each example the post's colour image
+or its edge map (½ each), and pairs random examples (`pop_tf.data.domain_pair_dataset`). Records
+without popularity domains (an ingest output) are refused. Writes the translator SavedModel of
+SPEC §7 (`translate`, `sample`, `domains`) to `<output>/saved_model/` (`serving.export_translator`).
+
+`model="pix2pix"`: Suzuki et al.'s cluster-conditioned edge map → colour garment GAN
+(`pop_tf.models.pix2pix`) on the posts' edge maps and images of an ingest or score output.
+
+Both take `diversity` = none | ms | clusters (`TranslatorConfig`): none is the model as
+published (DMIT keeps its own diversity term), ms adds MSGAN's mode seeking (replacing DMIT's
+term), clusters also reads the cluster stage's statistics, assignments and exact feature
+extractor E (`<clusters>/`, `cluster.load_outputs`); without cluster conditioning (none, ms)
+pix2pix gets a single constant cluster, which is the same as none.
+Both use Adam (`learning_rate`, `beta_1`, `beta_2`), constant then linear decay over the last
+`decay_epochs` epochs (`pop_tf.training.ConstantThenLinearDecay`).
 
 Writes into the output folder: `checkpoints/` (every `checkpoint_every` steps; a rerun resumes
-the newest readable one), `generator.weights.h5`, `samples.png` (one row per cluster, one
-column per held-out edge map, the same z), `metrics.json` (the diversity of `eval_samples`
-outputs for each of `eval_inputs` held-out edge maps: mean pairwise L1 in [0, 2] ± standard
-error, and the L1 of one sample to the real image) and `config.json`. TensorBoard scalars of every
-loss and the sample grid per epoch go to `<workdir>/logs/train_translator`.
+the newest readable one and continues its step count; a NaN/Inf loss stops with the step, the
+loss and the last good checkpoint named), the weights (`generator.weights.h5` for pix2pix,
+`dmit.weights.h5`, every DMIT network, for dmit), `samples.png`, `metrics.json` and
+`config.json`. `samples.png` is, for pix2pix, the held-out edge maps on top and one row per
+cluster (the same z); for dmit, one row per held-out post (colour image and edge map in turn)
+with the columns real | rec (its own domain and style) | fake_enc (the opposite popularity in
+colour, the style of a held-out post of that domain) | fake_rand (the same, a prior style).
+`metrics.json`: the diversity of `eval_samples` outputs for each of `eval_inputs` held-out inputs
+(mean pairwise L1 in [0, 2] ± standard error; dmit: colour images to the opposite popularity),
+the L1 of one output to the real image (pix2pix) or of the reconstruction (dmit), and the last
+logged losses. TensorBoard scalars of every loss, the sample grid per epoch and the run's
+hyperparameters (HParams tab) go to `<output>/../logs/<output folder name>`, e.g.
+`<workdir>/logs/train_translator`.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -26,33 +47,51 @@ from pop_tf.errors import PopTfError
 STAGE = "train_translator"
 METRICS = "metrics.json"
 SAMPLES = "samples.png"
+SAVED_MODEL = "saved_model"
 
 
 class TranslatorError(PopTfError):
-    """The translator's inputs are missing, or the chosen model is not available."""
+    """The translator's inputs are missing or of the wrong kind."""
 
 
-class ModelNotBuiltError(TranslatorError):
-    """A model option that names a network which has not landed yet (a usage error)."""
-
-    exit_code = 2
+def _read_stats(input_dir: str, wanted: str) -> dict:
+    try:
+        with open(os.path.join(input_dir, "stats.json")) as f:
+            return json.load(f)
+    except OSError:
+        raise TranslatorError(f"{input_dir} has no stats.json; pass {wanted} as train_translator.input") from None
 
 
 def _stored_size(input_dir: str) -> tuple:
     """(image size, train count) of an ingest or score output folder, from its stats.json."""
-    try:
-        with open(os.path.join(input_dir, "stats.json")) as f:
-            stats = json.load(f)
-    except OSError:
-        raise TranslatorError(f"{input_dir} has no stats.json; pass a score or ingest output folder as "
-                              "train_translator.input") from None
+    stats = _read_stats(input_dir, "a score or ingest output folder")
     if "per_split" in stats:  # ingest
         return int(stats["image_size"]), int(stats["per_split"].get("train", 0))
     return int(stats["image_size"]), sum(stats["counts"]["train"].values())  # score
 
 
+def _scored_input(input_dir: str) -> tuple:
+    """(image size, training posts in a popularity domain) of a score output folder."""
+    stats = _read_stats(input_dir, "the score stage's output (model=dmit needs popularity domains; run "
+                                   "`pop-tf score` first)")
+    if "thresholds" not in stats or "counts" not in stats:
+        raise TranslatorError(f"train_translator.input {input_dir} holds posts without popularity domains (an "
+                              "ingest output?); model=dmit needs the score stage's output, run `pop-tf score` first")
+    train = stats["counts"].get("train", {})
+    return int(stats["image_size"]), int(train.get("popular", 0)) + int(train.get("unpopular", 0))
+
+
+def _fingerprint(path: str) -> str:
+    """sha256 of a file ('' when unreadable): names the training data in the model card."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
+
+
 def _held_out(input_dir: str, stored_size: int, image_size: int, count: int):
-    """The first `count` held-out (test, else train) posts: edges, images in [−1, 1], post ids."""
+    """The first `count` held-out (test, else train) posts: (edges, images) in [−1, 1]."""
     import tensorflow as tf
 
     from pop_tf import data
@@ -84,7 +123,18 @@ def l1_distance(images_a, images_b):
     return np.abs(np.asarray(images_a, np.float32) - np.asarray(images_b, np.float32)).mean(axis=(1, 2, 3))
 
 
-def _build_pix2pix(cfg, num_clusters, extractor, stats, total_steps):
+def _cluster_args(cfg, clusters) -> dict:
+    """The trainers' cluster arguments (diversity=clusters) from `cluster.load_outputs`' result."""
+    if cfg.diversity != "clusters":
+        return {}
+    stats, _, extractor = clusters
+    # E sees G's [−1, 1] images as the [0, 255] pixels it was fitted on.
+    return dict(feature_extractor=lambda images: extractor((images + 1.0) * 127.5),
+                cluster_means=stats.means, inverse_covariances=stats.inverse_covariances,
+                feature_masks=stats.masks, cluster_shares=stats.shares)
+
+
+def _build_pix2pix(cfg, num_clusters, cluster_args, total_steps):
     import keras
 
     from pop_tf.models import pix2pix
@@ -94,106 +144,274 @@ def _build_pix2pix(cfg, num_clusters, extractor, stats, total_steps):
                                       noise_dim=cfg.noise_dim)
     discriminator = pix2pix.MultiScaleDiscriminator(num_scales=cfg.num_scales, base_filters=cfg.base_filters,
                                                     num_layers=cfg.discriminator_layers, num_clusters=num_clusters)
-    cluster_args = {}
-    if cfg.diversity == "clusters":
-        # E sees G's [−1, 1] images as the [0, 255] pixels it was fitted on.
-        cluster_args = dict(feature_extractor=lambda images: extractor((images + 1.0) * 127.5),
-                            cluster_means=stats.means, inverse_covariances=stats.inverse_covariances,
-                            feature_masks=stats.masks, cluster_shares=stats.shares)
     return pix2pix.ClusterPix2Pix(
         generator, discriminator, diversity=cfg.diversity, lambda_l1=cfg.lambda_l1, lambda_ms=cfg.lambda_ms,
         lambda_d=cfg.lambda_d, lambda_m=cfg.lambda_m, seed=cfg.seed,
         mahalanobis_warmup_steps=int(round(cfg.mahalanobis_warmup * total_steps)), **cluster_args)
 
 
-def run(cfg: config_lib.TranslatorConfig) -> dict:
-    """Trains (or resumes) the translator; returns the artifact paths."""
-    if cfg.model == "dmit":
-        raise ModelNotBuiltError("train_translator.model=dmit (the popularity translator) is not built yet "
-                              "(issue #6); train the cluster-conditioned GAN with model=pix2pix")
+def _check_dmit_sizes(cfg) -> None:
+    """The image size must suit the down-sampling and every discriminator (a ConfigError otherwise)."""
+    from pop_tf.models import dmit
+
+    factor = 2 ** cfg.num_downsampling
+    if cfg.image_size % factor:
+        raise config_lib.ConfigError(f"config key 'train_translator.image_size': {cfg.image_size} must be divisible "
+                                     f"by 2^num_downsampling = {factor}")
+    if min(dmit.image_patch_sizes(cfg.image_size, cfg.num_scales, cfg.image_d_blocks)) < 1:
+        raise config_lib.ConfigError(f"train_translator.image_size={cfg.image_size} is too small for the image "
+                                     "discriminators; lower train_translator.num_scales or image_d_blocks")
+    if dmit.content_patch_size(cfg.image_size, cfg.num_downsampling, cfg.content_d_blocks) < 1:
+        raise config_lib.ConfigError(f"train_translator.image_size={cfg.image_size} is too small for the content "
+                                     "discriminator; lower train_translator.content_d_blocks")
+
+
+def dmit_diversity(cfg) -> str:
+    """`DMITTrainer`'s diversity mode for the config: none = DMIT as published (its own term)."""
+    if cfg.diversity == "none":
+        return "dmit" if cfg.lambda_diversity > 0 else "none"
+    return cfg.diversity
+
+
+def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_steps: int = 0):
+    """The (uncompiled) `DMITTrainer` of a translator config, weights drawn from `cfg.seed`."""
+    import keras
+
+    from pop_tf import data
+    from pop_tf.models import dmit
+
+    keras.utils.set_random_seed(cfg.seed)
+    networks = dmit.build_networks(
+        label_dim=data.LABEL_DIM, style_dim=cfg.style_dim, base_filters=cfg.base_filters,
+        num_downsampling=cfg.num_downsampling, content_residual_blocks=cfg.content_residual_blocks,
+        style_blocks=cfg.style_blocks, decoder_residual_blocks=cfg.decoder_residual_blocks,
+        num_scales=cfg.num_scales, image_d_blocks=cfg.image_d_blocks, content_d_blocks=cfg.content_d_blocks,
+        num_clusters=num_clusters, up_type=cfg.up_type, dropout_rate=cfg.dropout_rate,
+        share_discriminator=cfg.share_discriminator)
+    return dmit.DMITTrainer(
+        **networks, share_discriminator=cfg.share_discriminator, diversity=dmit_diversity(cfg),
+        lambda_reconstruction=cfg.lambda_rec, lambda_kl=cfg.lambda_kl, lambda_cycle=cfg.lambda_cycle,
+        lambda_latent=cfg.lambda_latent, lambda_content=cfg.lambda_content,
+        lambda_diversity=cfg.lambda_diversity, lambda_adversarial=cfg.lambda_adversarial, lambda_ms=cfg.lambda_ms,
+        lambda_d=cfg.lambda_d, lambda_m=cfg.lambda_m, seed=cfg.seed,
+        mahalanobis_warmup_steps=int(round(cfg.mahalanobis_warmup * total_steps)), **(cluster_args or {}))
+
+
+def _domain_posts(input_dir: str, stored_size: int, image_size: int, count: int) -> dict:
+    """Up to `count` held-out posts of each popularity (test split, else train): {0|1: [(image, edge)]}.
+
+    Keys index `data.POPULARITIES`; images and edges are uint8 [S, S, 3]. Reading stops as soon as
+    both domains have `count`, so a large test split is not read whole.
+    """
+    import tensorflow as tf
+
+    from pop_tf import data
+
+    for split in ("test", "train"):
+        pattern = os.path.join(input_dir, f"{split}-*.tfrecord.gz")
+        if not tf.io.gfile.glob(pattern):
+            continue
+        found = {0: [], 1: []}
+        for batch in data.post_dataset(pattern, stored_size, 64, image_size=image_size, scored=True):
+            for image, edge, domain in zip(batch["image"].numpy(), batch["edge"].numpy(), batch["domain"].numpy()):
+                domain = domain.decode("utf-8")
+                if domain in data.POPULARITIES and len(found[data.POPULARITIES.index(domain)]) < count:
+                    found[data.POPULARITIES.index(domain)].append((image, edge))
+            if min(len(v) for v in found.values()) >= count:
+                break
+        if found[0] or found[1]:
+            return found
+    raise TranslatorError(f"no post in {input_dir} is in a popularity domain to preview or evaluate the translator")
+
+
+def _domain_rows(found: dict, count: int, alternate_modality: bool) -> dict:
+    """Inputs, their labels, references of the opposite popularity and target labels, [−1, 1] floats.
+
+    Rows take the two popularities in turn; with `alternate_modality` every other row's input is
+    the edge map. The target is always the opposite popularity in colour; the reference is a post
+    of that popularity (the input itself when the held-out posts have none).
+    """
+    import numpy as np
+
+    from pop_tf import data
+
+    order = [(pop, k) for k in range(count) for pop in (0, 1) if k < len(found[pop])][:count]
+    rows = {"input": [], "source": [], "reference": [], "target": []}
+    for i, (pop, k) in enumerate(order):
+        image, edge = found[pop][k]
+        modality = "edge" if alternate_modality and i % 2 else "color"
+        others = found[1 - pop]
+        rows["input"].append(edge if modality == "edge" else image)
+        rows["source"].append(data.domain_label(data.POPULARITIES[pop], modality))
+        rows["reference"].append(others[k % len(others)][0] if others else image)
+        rows["target"].append(data.domain_label(data.POPULARITIES[1 - pop], "color"))
+    return {"input": np.stack(rows["input"]).astype(np.float32) / 127.5 - 1.0,
+            "source": np.stack(rows["source"]),
+            "reference": np.stack(rows["reference"]).astype(np.float32) / 127.5 - 1.0,
+            "target": np.stack(rows["target"])}
+
+
+def dmit_grid(trainer, rows: dict, seed: int):
+    """uint8 [K·S, 4·S, 3]: per row real | rec | fake_enc | fake_rand (see the module docstring)."""
+    import numpy as np
+    import tensorflow as tf
+
+    x = tf.constant(rows["input"])
+    columns = [x, trainer.translate(x, x, rows["source"]), trainer.translate(x, rows["reference"], rows["target"]),
+               trainer.sample(x, rows["target"], seed=seed, num_samples=1)[:, 0]]
+    grid = tf.concat([tf.concat(tf.unstack(column), axis=0) for column in columns], axis=1)
+    return np.asarray(tf.cast(tf.clip_by_value(tf.round((grid + 1.0) * 127.5), 0, 255), tf.uint8))
+
+
+# The options the ablations vary: TensorBoard's HParams tab lines up runs by these.
+HPARAMS = ("model", "diversity", "image_size", "base_filters", "batch_size", "epochs", "learning_rate", "lambda_ms",
+           "lambda_d", "lambda_m", "lambda_rec", "lambda_kl", "lambda_diversity", "seed")
+
+
+def _write_hparams(cfg, logdir: str) -> None:
+    """Records the run's options for TensorBoard's HParams dashboard, beside Keras's train scalars."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    with tf.summary.create_file_writer(logdir).as_default():
+        hparams_api.hparams({name: getattr(cfg, name) for name in HPARAMS},
+                            trial_id=os.path.basename(os.path.abspath(cfg.output)))
+
+
+def _check_config(cfg) -> None:
     if not cfg.input or not cfg.output:
-        raise config_lib.ConfigError("train_translator needs 'train_translator.input' (a score or ingest folder) "
-                                     "and 'train_translator.output'")
+        raise config_lib.ConfigError("train_translator needs 'train_translator.input' (a score output folder; "
+                                     "pix2pix also takes an ingest folder) and 'train_translator.output'")
     if cfg.diversity == "clusters" and not cfg.clusters:
         raise config_lib.ConfigError("train_translator.diversity=clusters needs 'train_translator.clusters' "
                                      "(a cluster output folder)")
-    stored_size, num_train = _stored_size(cfg.input)
+
+
+def _write_json(path: str, value: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def run(cfg: config_lib.TranslatorConfig) -> dict:
+    """Trains (or resumes) the translator; returns the artifact paths."""
+    _check_config(cfg)
+    is_dmit = cfg.model == "dmit"
+    stored_size, num_train = _scored_input(cfg.input) if is_dmit else _stored_size(cfg.input)
     if num_train < cfg.batch_size:
-        raise TranslatorError(f"{cfg.input} holds {num_train} training posts, fewer than one batch "
-                              f"(train_translator.batch_size={cfg.batch_size})")
+        raise TranslatorError(f"{cfg.input} holds {num_train} training posts{' in a popularity domain' * is_dmit}, "
+                              f"fewer than one batch (train_translator.batch_size={cfg.batch_size})")
+    if is_dmit:
+        _check_dmit_sizes(cfg)
 
     import keras
     import tensorflow as tf
     from PIL import Image
 
-    from pop_tf import data, training
+    from pop_tf import data, serving, training
     from pop_tf.metrics import lpips
     from pop_tf.stages import cluster
 
     started = time.monotonic()
-    stats = extractor = cluster_of = None
-    num_clusters = 1
+    clusters, num_clusters = None, 1
     if cfg.diversity == "clusters":
-        stats, cluster_of, extractor = cluster.load_outputs(cfg.clusters)
-        num_clusters = stats.num_clusters
+        clusters = cluster.load_outputs(cfg.clusters)
+        num_clusters = clusters[0].num_clusters
+    cluster_of = clusters[1] if clusters else None
     os.makedirs(cfg.output, exist_ok=True)
     config_lib.write_resolved(cfg, cfg.output)
-    logdir = cfg.logdir or os.path.join(os.path.dirname(os.path.abspath(cfg.output)), "logs", STAGE)
+    # Named after the output folder, so ablation runs beside each other are separate TensorBoard runs.
+    output = os.path.abspath(cfg.output)
+    logdir = cfg.logdir or os.path.join(os.path.dirname(output), "logs", os.path.basename(output))
     steps_per_epoch = cfg.steps_per_epoch or max(1, num_train // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
+    schedule = training.ConstantThenLinearDecay(cfg.learning_rate, total_steps,
+                                                min(cfg.decay_epochs, cfg.epochs) * steps_per_epoch)
+    pattern = os.path.join(cfg.input, "train-*.tfrecord.gz")
 
-    trainer = _build_pix2pix(cfg, num_clusters, extractor, stats, total_steps)
-    schedule = lambda: training.ConstantThenLinearDecay(cfg.learning_rate, total_steps,
-                                                        min(cfg.decay_epochs, cfg.epochs) * steps_per_epoch)
-    trainer.compile(keras.optimizers.Adam(schedule(), beta_1=cfg.beta_1, beta_2=cfg.beta_2),
-                    keras.optimizers.Adam(schedule(), beta_1=cfg.beta_1, beta_2=cfg.beta_2))
-    checkpoint = tf.train.Checkpoint(model=trainer, g_optimizer=trainer.g_optimizer, d_optimizer=trainer.d_optimizer)
+    if is_dmit:
+        from pop_tf.models import dmit
+
+        trainer = build_dmit(cfg, num_clusters if clusters else 0, _cluster_args(cfg, clusters), total_steps)
+        trainer.compile(dmit.make_optimizers(schedule, cfg.beta_1, cfg.beta_2, cfg.share_discriminator))
+        optimizers = trainer.optimizers
+        preview = _domain_rows(_domain_posts(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges),
+                               cfg.num_sample_edges, alternate_modality=True)
+        make_grid = lambda: dmit_grid(trainer, preview, cfg.seed)  # noqa: E731
+        grid_title = "samples (rows: held-out posts; columns: real | rec | fake_enc | fake_rand)"
+    else:
+        trainer = _build_pix2pix(cfg, num_clusters, _cluster_args(cfg, clusters), total_steps)
+        trainer.compile(keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
+                        keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2))
+        optimizers = {"g_optimizer": trainer.g_optimizer, "d_optimizer": trainer.d_optimizer}
+        preview_edges, _ = _held_out(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges)
+        make_grid = lambda: sample_grid(trainer, preview_edges, cfg.seed)  # noqa: E731
+        grid_title = "samples (edges, then one row per cluster)"
+    # The optimizer of the full generator step counts the training steps in both models.
+    step = (lambda: trainer.optimizer.iterations) if is_dmit else (lambda: trainer.g_optimizer.iterations)
+    checkpoint = tf.train.Checkpoint(model=trainer, **optimizers)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.output, "checkpoints"), max_to_keep=3)
     restored = training.restore_newest(checkpoint, manager, STAGE)
-    start_step = int(trainer.g_optimizer.iterations)
+    start_step = int(step())
     if restored:
         print(f"{STAGE}: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
 
-    train = data.edge_to_image_dataset(os.path.join(cfg.input, "train-*.tfrecord.gz"), stored_size, cfg.image_size,
-                                       cfg.batch_size, seed=cfg.seed + start_step, flip=cfg.flip,
-                                       cluster_of=cluster_of)
-    preview_edges, _ = _held_out(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges)
+    if is_dmit:
+        train = data.domain_pair_dataset(pattern, stored_size, cfg.image_size, cfg.batch_size,
+                                         seed=cfg.seed + start_step, flip=cfg.flip, cluster_of=cluster_of)
+    else:
+        train = data.edge_to_image_dataset(pattern, stored_size, cfg.image_size, cfg.batch_size,
+                                           seed=cfg.seed + start_step, flip=cfg.flip, cluster_of=cluster_of)
     writer = tf.summary.create_file_writer(os.path.join(logdir, "samples"))
+    _write_hparams(cfg, os.path.join(logdir, "train"))
 
     class SampleGrid(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            with writer.as_default(step=int(trainer.g_optimizer.iterations)):
-                tf.summary.image("samples (edges, then one row per cluster)",
-                                 sample_grid(trainer, preview_edges, cfg.seed)[None])
+            with writer.as_default(step=int(step())):
+                tf.summary.image(grid_title, make_grid()[None])
 
-    control = training.TrainingCallbacks(manager, lambda: trainer.g_optimizer.iterations, cfg.checkpoint_every,
-                                         total_steps)
+    control = training.TrainingCallbacks(manager, step, cfg.checkpoint_every, total_steps)
     callbacks = [control, SampleGrid(), keras.callbacks.TensorBoard(logdir, update_freq=max(1, cfg.checkpoint_every // 4))]
+    losses = {}
     if start_step < total_steps:
-        trainer.fit(train, epochs=cfg.epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
-                    steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
+        history = trainer.fit(train, epochs=cfg.epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
+                              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
+        losses = {name: float(values[-1]) for name, values in history.history.items() if values}
     control.raise_if_diverged(STAGE, "Lower train_translator.learning_rate")
     control.save_final()
 
-    edges, reals = _held_out(cfg.input, stored_size, cfg.image_size, cfg.eval_inputs)
-    outputs, _ = trainer.sample(edges, seed=cfg.seed + 1, num_samples=cfg.eval_samples)
+    if is_dmit:
+        rows = _domain_rows(_domain_posts(cfg.input, stored_size, cfg.image_size, cfg.eval_inputs),
+                            cfg.eval_inputs, alternate_modality=False)
+        outputs = trainer.sample(rows["input"], rows["target"], seed=cfg.seed + 1, num_samples=cfg.eval_samples)
+        reconstruction = trainer.translate(rows["input"], rows["input"], rows["source"])
+        reals = rows["input"]
+        weights = os.path.join(cfg.output, "dmit.weights.h5")
+    else:
+        edges, reals = _held_out(cfg.input, stored_size, cfg.image_size, cfg.eval_inputs)
+        outputs, _ = trainer.sample(edges, seed=cfg.seed + 1, num_samples=cfg.eval_samples)
+        reconstruction = outputs[:, 0]
+        weights = os.path.join(cfg.output, "generator.weights.h5")
     diversity = lpips.diversity(l1_distance, outputs.numpy())
-    metrics = {"model": cfg.model, "diversity": cfg.diversity, "steps": int(trainer.g_optimizer.iterations),
+    metrics = {"model": cfg.model, "diversity": cfg.diversity, "steps": int(step()),
                "diversity_l1": diversity["mean"], "diversity_l1_stderr": diversity["stderr"],
                "diversity_pairs": diversity["num_pairs"],
-               "reconstruction_l1": float(l1_distance(outputs[:, 0], reals).mean()),
-               "num_clusters": num_clusters, "seconds": round(time.monotonic() - started, 1)}
-    Image.fromarray(sample_grid(trainer, preview_edges, cfg.seed)).save(os.path.join(cfg.output, SAMPLES))
-    trainer.generator.save_weights(os.path.join(cfg.output, "generator.weights.h5"))
-    metrics_path = os.path.join(cfg.output, METRICS)
-    with open(metrics_path + ".tmp", "w") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
-    os.replace(metrics_path + ".tmp", metrics_path)
+               "reconstruction_l1": float(l1_distance(reconstruction, reals).mean()),
+               "num_clusters": num_clusters, "train_posts": num_train, "losses": losses}
+    Image.fromarray(make_grid()).save(os.path.join(cfg.output, SAMPLES))
+    (trainer if is_dmit else trainer.generator).save_weights(weights)
+    paths = {"samples": os.path.join(cfg.output, SAMPLES), "weights": weights, "checkpoints": manager.directory,
+             "logs": logdir, "config": os.path.join(cfg.output, "config.json")}
+    if is_dmit:
+        paths["saved_model"] = serving.export_translator(
+            trainer, os.path.join(cfg.output, SAVED_MODEL), config_lib.to_dict(cfg),
+            _fingerprint(os.path.join(cfg.input, "scores.csv")), metrics=dict(metrics))
+    metrics["seconds"] = round(time.monotonic() - started, 1)
+    paths["metrics"] = os.path.join(cfg.output, METRICS)
+    _write_json(paths["metrics"], metrics)
     print(f"{STAGE}: {cfg.model}/{cfg.diversity}: {metrics['steps']} steps; held-out diversity (mean pairwise L1) "
           f"{diversity['mean']:.4f} ± {diversity['stderr']:.4f}", file=sys.stderr)
-    return {"metrics": metrics_path, "samples": os.path.join(cfg.output, SAMPLES),
-            "weights": os.path.join(cfg.output, "generator.weights.h5"), "checkpoints": manager.directory,
-            "logs": logdir, "config": os.path.join(cfg.output, "config.json")}
+    return paths
 
 
 def workdir_defaults(workdir: str) -> dict:
