@@ -6,6 +6,7 @@ one image per domain per batch row.
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -198,6 +199,14 @@ def test_paper_width_parameter_counts_match_the_official_layer_layout():
                                    + (524288 + 2 * 128) + (131072 + 2 * 64) + 9411)
     assert counts["prior_discriminator"] == counts["encoded_discriminator"] == 750946
     assert counts["content_discriminator"] == 17912065
+
+
+def test_parameter_count_script_prints_the_paper_preset(capsys):
+    assert dmit.main(["--preset", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "256×256" in out
+    total = dmit.parameter_counts(256)["total"]
+    assert re.search(rf"total\s+{total:,d}$", out.strip())
 
 
 # --- trainer ------------------------------------------------------------------------------------

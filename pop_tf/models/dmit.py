@@ -1492,3 +1492,36 @@ class DMITTrainer(keras.Model):
         images = self._decode(content, labels, tf.tile(styles, [count, 1]), onehot,
                               training=False)
         return tf.reshape(images, tf.concat([[count, num_samples], tf.shape(images)[1:]], 0))
+
+
+def main(argv=None) -> int:
+    """`python -m pop_tf.models.dmit [--preset paper|demo|FILE] [--set k=v]`: parameter counts per network."""
+    import argparse
+
+    from pop_tf import config as config_lib
+    from pop_tf import data
+
+    parser = argparse.ArgumentParser(prog="python -m pop_tf.models.dmit",
+                                     description="Trainable parameters of each DMIT network of a translator config.")
+    parser.add_argument("--preset", default="paper", help="demo, paper (default) or a JSON file of overrides")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    config = config_lib.resolve(args.preset, args.sets, default_section="train_translator")
+    cfg = config.train_translator
+    counts = parameter_counts(
+        cfg.image_size, label_dim=data.LABEL_DIM, style_dim=cfg.style_dim, base_filters=cfg.base_filters,
+        num_downsampling=cfg.num_downsampling, content_residual_blocks=cfg.content_residual_blocks,
+        style_blocks=cfg.style_blocks, decoder_residual_blocks=cfg.decoder_residual_blocks,
+        num_scales=cfg.num_scales, image_d_blocks=cfg.image_d_blocks, content_d_blocks=cfg.content_d_blocks,
+        up_type=cfg.up_type, share_discriminator=cfg.share_discriminator,
+        num_clusters=config.cluster.num_clusters if cfg.diversity == "clusters" else 0)
+    print(f"DMIT at {cfg.image_size}×{cfg.image_size}, base_filters {cfg.base_filters} ({args.preset} preset)")
+    for name, count in counts.items():
+        print(f"{name:>24s} {count:>12,d}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
