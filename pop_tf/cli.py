@@ -14,7 +14,7 @@ import sys
 
 from pop_tf import __version__
 from pop_tf import config as config_lib
-from pop_tf.errors import PopTfError, UsageError
+from pop_tf.errors import PopTfError, UsageError, describe_os_error
 
 EXIT_USAGE = UsageError.exit_code
 
@@ -97,6 +97,11 @@ def cmd_evaluate(args, extra) -> int:
     return evaluate.main(extra)
 
 
+def cmd_ablate(args, extra) -> int:
+    from pop_tf.stages import ablation
+    return ablation.main(extra)
+
+
 def cmd_translate(args, extra) -> int:
     from pop_tf import translate
     return translate.main(extra)
@@ -166,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(see `pop-tf evaluate --help`)", add_help=False)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("ablate", help="train pix2pix per diversity method (none, ms, clusters) and evaluate them "
+                       "together: the papers' ablation tables (see `pop-tf ablate --help`)", add_help=False)
+    p.set_defaults(func=cmd_ablate)
+
     p = sub.add_parser("translate", help="style/content/random-style translations of two images as the 10-image grid",
                        add_help=False)
     p.set_defaults(func=cmd_translate)
@@ -199,6 +208,9 @@ def main(argv=None) -> int:
     except PopTfError as e:
         print(f"pop-tf {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        print(f"pop-tf {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

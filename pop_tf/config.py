@@ -101,6 +101,11 @@ class RankerConfig:
     of residual blocks, average pool) for CPU demos, `small_width` channels in its first stage.
     Images are scaled to [0, 1] without mean/std normalisation, as in Ding's released model.
     `weights` is `imagenet`, `none`, a local weights file, or `hub:<handle or module dir>`.
+    `mixed_precision` builds the ranker under Keras's `mixed_float16` policy (float16 compute,
+    float32 variables, the score head kept float32) and wraps each optimizer in a
+    `LossScaleOptimizer`; `jit_compile` XLA-compiles the train step. Both are off by default
+    and always explicit (Keras's "auto" would switch XLA on wherever a GPU is present); see
+    docs/performance.md for what each buys.
     """
 
     input: str = ""  # a pairs output folder
@@ -125,6 +130,8 @@ class RankerConfig:
     shuffle_buffer: int = 2048
     checkpoint_every: int = 100  # steps
     num_logged_images: int = 8
+    mixed_precision: bool = False  # mixed_float16 + a LossScaleOptimizer per optimizer (GPU speed)
+    jit_compile: bool = False  # XLA-compile the train step
     seed: int = 0
 
 
@@ -194,6 +201,11 @@ class TranslatorConfig:
     `mahalanobis_warmup` is the fraction of training before L_m switches on (paper: epoch 100 of
     400 = 0.25). The learning rate is constant for `epochs − decay_epochs` epochs, then decays
     linearly to 0 (DMIT: 100 + 100; MSGAN's pix2pix: 2e-4, also 100 + 100).
+
+    `mixed_precision` (model=dmit only) builds the networks under Keras's `mixed_float16` policy
+    and wraps each of the six optimizers in a `LossScaleOptimizer`; `jit_compile` XLA-compiles
+    the train step. Both are off by default and always explicit (Keras's "auto" would switch XLA
+    on wherever a GPU is present); see docs/performance.md.
     """
 
     input: str = ""  # a score (or ingest) output folder: train-*/test-*.tfrecord.gz
@@ -242,7 +254,23 @@ class TranslatorConfig:
     num_sample_edges: int = 6  # held-out inputs in the sample grid (pix2pix: columns; dmit: rows)
     eval_inputs: int = 50  # held-out inputs for the diversity figure
     eval_samples: int = 5  # outputs per input
+    mixed_precision: bool = False  # dmit: mixed_float16 + a LossScaleOptimizer per optimizer
+    jit_compile: bool = False  # XLA-compile the train step
     seed: int = 0
+
+
+@dataclasses.dataclass
+class AblationConfig:
+    """`pop-tf ablate`: one pix2pix run per diversity method, then one evaluation of them all.
+
+    Every variant trains with the `train_translator` settings (model=pix2pix, its own diversity),
+    into `<output>/pix2pix_<variant>/`; the evaluation (the `evaluate` settings) goes to
+    `<output>/evaluate/`.
+    """
+
+    variants: list[Literal["none", "ms", "clusters"]] = dataclasses.field(
+        default_factory=lambda: ["none", "ms", "clusters"])
+    output: str = ""
 
 
 @dataclasses.dataclass
@@ -316,6 +344,7 @@ class Config:
     cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
     train_translator: TranslatorConfig = dataclasses.field(default_factory=TranslatorConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    ablation: AblationConfig = dataclasses.field(default_factory=AblationConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 

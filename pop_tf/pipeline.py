@@ -242,7 +242,7 @@ def summary(results: dict) -> str:
         if mode in uplift:
             u = uplift[mode]
             lines.append(f"  {mode} translation unpopular → popular: mean score uplift {u['mean_uplift']:+.3f}, "
-                         f"{u['share_improved']:.0%} improved, {u['share_above_1']:.0%} uplift above 1")
+                         f"{u['share_improved']:.0%} improved, {u['share_above_1']:.0%} scored above 1 after")
     if "evaluate" in results:
         lines.append(f"  report: {results['evaluate']['report']}")
     logs = {os.path.dirname(p["logs"]) for p in results.values() if isinstance(p, dict) and p.get("logs")}

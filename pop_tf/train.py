@@ -40,7 +40,7 @@ def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
     `--set` override them like any other key.
     """
     from pop_tf import config as config_lib
-    from pop_tf.errors import PopTfError
+    from pop_tf.errors import PopTfError, describe_os_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == model:
@@ -58,6 +58,9 @@ def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
     except PopTfError as e:
         print(f"python -m pop_tf.train {model}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        print(f"python -m pop_tf.train {model}: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
     print(json.dumps(paths, indent=2, sort_keys=True))
     return 0
 

@@ -7,6 +7,7 @@
 - `ConstantThenLinearDecay` is DMIT's schedule (constant, then linear decay to 0).
 """
 
+import contextlib
 import math
 import sys
 
@@ -26,7 +27,9 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
             return path
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        # A checkpoint cut short by a crash fails in several ways: a TF op error, a mismatch, or
+        # an IndexError from the reader when the data file ends early.
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
             print(f"{stage}: checkpoint {path} is unreadable ({type(e).__name__}); trying the previous one",
                   file=sys.stderr)
     return ""
@@ -102,3 +105,33 @@ class ConstantThenLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"rate": self.rate, "total_steps": self.total_steps, "decay_steps": self.decay_steps}
+
+
+@contextlib.contextmanager
+def precision_policy(mixed_precision: bool):
+    """Keras's global dtype policy is `mixed_float16` inside the block when `mixed_precision`.
+
+    Layers take the global policy when they are constructed, so models built inside compute in
+    float16 with float32 variables; the previous policy is restored on exit, because one process
+    may go on to build other stages' models. Without `mixed_precision` nothing changes.
+    """
+    if not mixed_precision:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def loss_scaled(optimizer, mixed_precision: bool):
+    """`optimizer` wrapped in a `keras.optimizers.LossScaleOptimizer` when `mixed_precision`.
+
+    float16 gradients of small losses underflow to zero; the wrapper keeps a dynamic loss scale
+    that the train step applies with `optimizer.scale_loss(loss)`, and its `apply` unscales the
+    gradients (skipping the update and halving the scale when they are not finite). A plain
+    optimizer's `scale_loss` returns the loss unchanged, so one train step serves both.
+    """
+    return keras.optimizers.LossScaleOptimizer(optimizer) if mixed_precision else optimizer

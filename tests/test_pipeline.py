@@ -117,7 +117,7 @@ def test_run_every_stage_then_skip_rerun_what_changed(tmp_path, capsys):
     assert "[train_translator] complete with the same inputs, skipped" in err
     assert "[evaluate] running" in err and "[export] running" in err
     assert "report: " + str(workdir / "evaluate" / "report.html") in err  # the closing summary
-    assert "mean score uplift" in err and "SavedModel translator" in err
+    assert "mean score uplift" in err and "scored above 1 after" in err and "SavedModel translator" in err
 
 
 def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
@@ -166,3 +166,26 @@ def test_export_names_a_missing_model(tmp_path):
 def test_until_names_a_stage():
     with pytest.raises(config_lib.ConfigError, match="--until 'evaluat' is not a stage"):
         pipeline.run(tiny_config(), "/nonexistent", until="evaluat")
+
+
+def test_paper_preset_builds_every_model_and_runs_one_step_of_each_stage(tmp_path):
+    # The paper's architectures and loss weights (ResNet50, EfficientNet-B0, DMIT at the official
+    # widths, InceptionV3, VGG16) on a tiny dataset: 128² instead of 256² and random weights
+    # (no ImageNet download here), one step per training stage.
+    config = config_lib.resolve("paper", [
+        "synth.num_posts=160", "synth.image_size=128", "ingest.image_size=128",
+        "train_ranker.weights=none", "train_ranker.image_size=128", "train_ranker.batch_size=2",
+        "train_ranker.epochs=1", "train_ranker.steps_per_epoch=1", "train_ranker.num_logged_images=2",
+        "cluster.weights=none", "cluster.num_clusters=3", "train_translator.image_size=128",
+        "train_translator.epochs=1", "train_translator.steps_per_epoch=1", "train_translator.eval_inputs=2",
+        "train_translator.eval_samples=2", "train_translator.num_sample_edges=2",
+        "evaluate.inception_weights=none", "evaluate.lpips_weights=none", "evaluate.num_inputs=2",
+        "evaluate.samples_per_input=2", "evaluate.ndb_bins=2", "evaluate.max_images=2",
+        f"export.export_dir={tmp_path / 'serving'}"])
+    assert (config.train_ranker.backbone, config.train_translator.base_filters) == ("resnet50", 64)
+    assert (config.train_translator.lambda_rec, config.train_translator.decoder_residual_blocks) == (10.0, 6)
+    results = pipeline.run(config, str(tmp_path / "w"))
+    assert set(results) == set(pipeline.STAGE_ORDER)
+    card = serving.read_model_card(str(tmp_path / "serving" / "translator" / "1"), "translator")
+    assert card["config"]["base_filters"] == 64 and card["image_size"] == 128
+    assert json.loads(open(results["train_translator"]["metrics"]).read())["steps"] == 1

@@ -103,6 +103,41 @@ def test_test_step_shares_the_loss_and_changes_nothing():
         np.testing.assert_array_equal(v.numpy(), w)
 
 
+def _one_sgd_step(mixed_precision: bool, batch):
+    """A fresh tiny ranker (seed 0) after one SGD step; returns it, the logs and each variable's change."""
+    keras.utils.set_random_seed(0)
+    ranker = ranker_lib.build_ranker("small", "none", SIZE, small_width=4, mixed_precision=mixed_precision)
+    trainer = ranker_lib.SiameseRankerTrainer(ranker)
+    backbone_optimizer, head_optimizer = keras.optimizers.SGD(0.1), keras.optimizers.SGD(1.0)
+    if mixed_precision:
+        # Different loss scales, so the head's gradients must be moved from the backbone's scale to its own.
+        backbone_optimizer = keras.optimizers.LossScaleOptimizer(backbone_optimizer)
+        head_optimizer = keras.optimizers.LossScaleOptimizer(head_optimizer, initial_scale=2.0 ** 8)
+    trainer.compile(backbone_optimizer, head_optimizer)
+    trainer.build_optimizers()
+    variables = ranker.backbone.trainable_variables + ranker.head.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    logs = trainer.train_step(batch)
+    return ranker, logs, [v.numpy() - b for v, b in zip(variables, before)]
+
+
+def test_mixed_precision_step_computes_in_float16_and_unscales_each_optimizers_gradients():
+    batch = _batch(8)
+    ranker, logs, mixed = _one_sgd_step(True, batch)
+    assert keras.config.dtype_policy().name == "float32"  # restored after building
+    assert ranker.backbone.compute_dtype == "float16" and ranker.backbone.variable_dtype == "float32"
+    assert ranker.head.compute_dtype == "float32"
+    assert ranker(tf.zeros([2, SIZE, SIZE, 3])).dtype == tf.float32
+    assert math.isfinite(float(logs["loss"]))
+    _, plain_logs, plain = _one_sgd_step(False, batch)
+    assert float(logs["loss"]) == pytest.approx(float(plain_logs["loss"]), rel=1e-2)
+    # SGD moves by lr × gradient: a scale left in (or the wrong one taken out) would be off by 2^7 or more.
+    mixed_flat, plain_flat = np.concatenate([d.ravel() for d in mixed]), np.concatenate([d.ravel() for d in plain])
+    assert np.linalg.norm(mixed_flat) == pytest.approx(np.linalg.norm(plain_flat), rel=0.05)
+    assert np.corrcoef(mixed_flat, plain_flat)[0, 1] > 0.99
+    np.testing.assert_allclose(mixed[-2], plain[-2], rtol=0.05, atol=1e-3 * np.abs(plain[-2]).max())  # head kernel
+
+
 def test_ranker_config_round_trip():
     ranker = _tiny_ranker()
     clone = ranker_lib.PopularityRanker.from_config(ranker.get_config())
@@ -266,6 +301,22 @@ def test_killed_training_resumes_from_its_last_checkpoint(pairs_workdir, tmp_pat
     resumed_at = int(result.stderr.split("at step ")[1].split(" ")[0])
     assert resumed_at >= killed_at
     assert json.loads((output / "metrics.json").read_text())["steps"] == killed_at + 2
+
+
+def test_mixed_precision_training_resumes_and_exports_float32_scores(pairs_workdir, tmp_path, capfd):
+    cfg = tiny_config(f"train_ranker.output={tmp_path / 'mixed'}", "train_ranker.mixed_precision=true").train_ranker
+    cfg.input, cfg.images = str(pairs_workdir / "pairs"), str(pairs_workdir / "ingest")
+    paths = train_ranker.run(cfg)
+    assert keras.config.dtype_policy().name == "float32"  # restored for the stages that follow
+    # A LossScaleOptimizer skips (and does not count) a step whose float16 gradients overflowed.
+    first = json.loads(open(paths["metrics"]).read())["steps"]
+    assert 1 <= first <= 3
+    cfg.epochs = 2
+    train_ranker.run(cfg)
+    assert f"at step {first} of 6" in capfd.readouterr().err
+    loaded = tf.saved_model.load(paths["saved_model"])  # kept alive: its functions use its variables
+    scores = loaded.score(np.zeros([2, SIZE, SIZE, 3], np.uint8))["score"]
+    assert scores.dtype == tf.float32 and np.all(np.isfinite(scores.numpy()))
 
 
 def test_nan_loss_stops_with_step_loss_name_and_checkpoint(pairs_workdir, tmp_path):

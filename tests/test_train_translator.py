@@ -73,6 +73,13 @@ def test_l1_distance_by_hand():
     np.testing.assert_allclose(train_translator.l1_distance(a, a), [0.0, 0.0])
 
 
+def test_pix2pix_refuses_an_image_size_its_discriminator_cannot_take(pairs_workdir, tmp_path):
+    cfg = _cfg(pairs_workdir, "", tmp_path / "o", "train_translator.discriminator_layers=3")
+    with pytest.raises(config_lib.ConfigError, match="lower train_translator.discriminator_layers \\(3\\)"):
+        train_translator.run(cfg)
+    assert not (tmp_path / "o").exists()
+
+
 def test_clusters_mode_needs_a_cluster_folder(pairs_workdir, tmp_path):
     cfg = _cfg(pairs_workdir, "", tmp_path / "o", "train_translator.diversity=clusters")
     with pytest.raises(config_lib.ConfigError, match="train_translator.clusters"):

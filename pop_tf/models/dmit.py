@@ -1114,10 +1114,17 @@ class DMITTrainer(keras.Model):
                 for index, name in enumerate(("eps", "z1", "z2"))}
 
     def _decode(self, content, label, style, onehot, training):
+        """G's images as float32 whatever its compute dtype (float16 under mixed precision), so
+        they concatenate with real images and reach the losses in full precision."""
         inputs = {"content": content, "label": label, "style": style}
         if self.num_clusters:
             inputs["cluster_onehot"] = onehot
-        return self.generator(inputs, training=training)
+        return tf.cast(self.generator(inputs, training=training), tf.float32)
+
+    def _encode_style(self, images, noise, training):
+        """[style, μ, logvar] of E_s as float32 (they join the float32 prior styles z)."""
+        return [tf.cast(t, tf.float32)
+                for t in self.style_encoder({"image": images, "noise": noise}, training=training)]
 
     def _judge(self, discriminator, images, labels, onehot, training):
         inputs = {"image": images, "label": labels}
@@ -1152,7 +1159,7 @@ class DMITTrainer(keras.Model):
         """
         x, c_tgt = batch["x"], batch["c_tgt"]
         content = self.content_encoder(x, training=False)
-        style = self.style_encoder({"image": x, "noise": noise["eps"]}, training=False)[0]
+        style = self._encode_style(x, noise["eps"], training=False)[0]
         fakes = self._decode(tf.concat([content, content], 0), tf.concat([c_tgt, c_tgt], 0),
                              tf.concat([noise["z1"], _swap(style)], 0),
                              self._cat(batch["k_tgt"], batch["k_tgt"]), training=False)
@@ -1187,8 +1194,7 @@ class DMITTrainer(keras.Model):
         """
         x, c_src, c_tgt = batch["x"], batch["c_src"], batch["c_tgt"]
         content = self.content_encoder(x, training=training)
-        style, mu, logvar = self.style_encoder({"image": x, "noise": noise["eps"]},
-                                               training=training)
+        style, mu, logvar = self._encode_style(x, noise["eps"], training=training)
         fakes = self._decode(
             tf.concat([content] * 3, 0), tf.concat([c_src, c_tgt, c_tgt], 0),
             tf.concat([style, _swap(style), noise["z1"]], 0),

@@ -11,6 +11,11 @@ P = sigmoid(Q), binary cross-entropy against the target (1 when A is the more po
 input pipeline swaps half the pairs, target 0). Backbone and head have their own Adam optimizers
 (paper: 1e-5 and 1e-4), each bound to its own variable list.
 
+Mixed precision (`build_ranker(..., mixed_precision=True)` and `pop_tf.training.loss_scaled`): the backbone
+computes in float16 with float32 variables, the score head stays float32 (scores and the loss
+keep their full range), and each optimizer is a `LossScaleOptimizer` whose own scale the train
+step applies to the loss for its variables.
+
 Reference:
     Ding, Ma, Tang, Wen, Lin. "Intrinsic Image Popularity Assessment", ACM MM 2019
     (arXiv 1907.01985).
@@ -19,6 +24,7 @@ Reference:
 import keras
 import tensorflow as tf
 
+from pop_tf import training
 from pop_tf.models import backbones
 
 
@@ -103,7 +109,9 @@ class PopularityRanker(keras.Model):
     def __init__(self, backbone: keras.Model, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
-        self.head = keras.layers.Dense(1, name="head")
+        # float32 whatever the global policy: under mixed_float16 the scores (and the loss built
+        # on their differences) keep float32 range and precision.
+        self.head = keras.layers.Dense(1, name="head", dtype="float32")
 
     def call(self, images, training=False):
         return tf.squeeze(self.head(self.backbone(images, training=training)), axis=-1)
@@ -121,6 +129,19 @@ class PopularityRanker(keras.Model):
     def from_config(cls, config):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+def build_ranker(backbone: str, weights: str, image_size: int, small_width: int = 32,
+                 mixed_precision: bool = False, name: str = "ranker") -> PopularityRanker:
+    """A built `PopularityRanker` (see `build_backbone` for the arguments).
+
+    With `mixed_precision` the backbone is built under the `mixed_float16` policy
+    (`pop_tf.training.precision_policy`); the head is float32 either way.
+    """
+    with training.precision_policy(mixed_precision):
+        ranker = PopularityRanker(build_backbone(backbone, weights, image_size, small_width), name=name)
+        ranker(tf.zeros([1, image_size, image_size, 3]))
+    return ranker
 
 
 def pairwise_logits(ranker: PopularityRanker, images_a, images_b, training: bool):
@@ -145,7 +166,8 @@ class SiameseRankerTrainer(keras.Model):
 
     `fit()` takes batches `{"image_a", "image_b": uint8 [B, S, S, 3], "target": float32 [B]}`
     (see `pop_tf.data.pair_dataset`); `train_step` and `test_step` share `_compute`. Metrics:
-    `loss` and `pairwise_accuracy` (sign of Q agrees with the target).
+    `loss` and `pairwise_accuracy` (sign of Q agrees with the target). Either optimizer may be
+    a `LossScaleOptimizer` (`pop_tf.training.loss_scaled`): each scales the loss for its own variables.
 
     Args:
         ranker: the model being trained (its variables are the only ones updated).
@@ -191,9 +213,14 @@ class SiameseRankerTrainer(keras.Model):
         head_vars = self.ranker.head.trainable_variables
         with tf.GradientTape() as tape:
             loss, correct = self._compute(batch, training=True)
-        gradients = tape.gradient(loss, backbone_vars + head_vars)
+            # The backbone optimizer's loss scale (the identity for a plain optimizer).
+            scaled_loss = self.backbone_optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, backbone_vars + head_vars)
+        # One backward pass serves both optimizers: the head's gradients are moved to the head
+        # optimizer's own scale (a ratio of powers of two, exact), read before either update.
+        rescale = self.head_optimizer.scale_loss(1.0) / self.backbone_optimizer.scale_loss(1.0)
         self.backbone_optimizer.apply(gradients[:len(backbone_vars)], backbone_vars)
-        self.head_optimizer.apply(gradients[len(backbone_vars):], head_vars)
+        self.head_optimizer.apply([g * rescale for g in gradients[len(backbone_vars):]], head_vars)
         return self._update_metrics(loss, correct)
 
     def test_step(self, batch):

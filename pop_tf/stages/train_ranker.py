@@ -14,6 +14,11 @@ the output folder:
 TensorBoard logs (loss, pairwise accuracy, learning rates, scored held-out images) go to
 `<workdir>/logs/train_ranker` unless `logdir` says otherwise. A NaN/Inf loss stops training with
 the step, the loss name and the last good checkpoint named.
+
+`mixed_precision` builds the ranker under `mixed_float16` (float32 score head) with a
+`LossScaleOptimizer` per optimizer; `jit_compile` XLA-compiles the train step (docs/performance.md).
+A checkpoint resumes only under the precision it was written with (the optimizers' structure
+differs).
 """
 
 import hashlib
@@ -74,13 +79,18 @@ def _summaries(trainer, logdir, preview):
 
 
 def _optimizer(cfg, learning_rate: float, total_steps: int):
+    """Adam (AdamW with weight decay), in a LossScaleOptimizer under mixed precision."""
     import keras
+
+    from pop_tf import training
 
     if cfg.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
     if cfg.weight_decay > 0:
-        return keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
-    return keras.optimizers.Adam(learning_rate)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
+    return training.loss_scaled(optimizer, cfg.mixed_precision)
 
 
 def _load_truth(path: str) -> dict:
@@ -159,14 +169,13 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     logdir = cfg.logdir or os.path.join(os.path.dirname(os.path.abspath(cfg.output)), "logs", STAGE)
     keras.utils.set_random_seed(cfg.seed)
 
-    ranker = ranker_lib.PopularityRanker(
-        ranker_lib.build_backbone(cfg.backbone, cfg.weights, cfg.image_size, cfg.small_width), name="ranker")
-    ranker(tf.zeros([1, cfg.image_size, cfg.image_size, 3]))
+    ranker = ranker_lib.build_ranker(cfg.backbone, cfg.weights, cfg.image_size, cfg.small_width,
+                                     mixed_precision=cfg.mixed_precision)
     trainer = ranker_lib.SiameseRankerTrainer(ranker)
     steps_per_epoch = cfg.steps_per_epoch or max(1, num_train // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     trainer.compile(_optimizer(cfg, cfg.backbone_learning_rate, total_steps),
-                    _optimizer(cfg, cfg.head_learning_rate, total_steps))
+                    _optimizer(cfg, cfg.head_learning_rate, total_steps), jit_compile=cfg.jit_compile)
     trainer.build_optimizers()
     checkpoint = tf.train.Checkpoint(ranker=ranker, backbone_optimizer=trainer.backbone_optimizer,
                                      head_optimizer=trainer.head_optimizer)

@@ -166,6 +166,16 @@ def _check_dmit_sizes(cfg) -> None:
                                      "discriminator; lower train_translator.content_d_blocks")
 
 
+def _check_pix2pix_sizes(cfg) -> None:
+    """The image size must suit every discriminator scale (a ConfigError otherwise)."""
+    from pop_tf.models import pix2pix
+
+    if min(pix2pix.MultiScaleDiscriminator.patch_sizes(cfg.image_size, cfg.num_scales, cfg.discriminator_layers)) < 1:
+        raise config_lib.ConfigError(f"train_translator.image_size={cfg.image_size} is too small for the pix2pix "
+                                     f"discriminator; lower train_translator.discriminator_layers "
+                                     f"({cfg.discriminator_layers}) or num_scales ({cfg.num_scales})")
+
+
 def dmit_diversity(cfg) -> str:
     """`DMITTrainer`'s diversity mode for the config: none = DMIT as published (its own term)."""
     if cfg.diversity == "none":
@@ -179,15 +189,18 @@ def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_step
 
     from pop_tf import data
     from pop_tf.models import dmit
+    from pop_tf.training import precision_policy
 
     keras.utils.set_random_seed(cfg.seed)
-    networks = dmit.build_networks(
-        label_dim=data.LABEL_DIM, style_dim=cfg.style_dim, base_filters=cfg.base_filters,
-        num_downsampling=cfg.num_downsampling, content_residual_blocks=cfg.content_residual_blocks,
-        style_blocks=cfg.style_blocks, decoder_residual_blocks=cfg.decoder_residual_blocks,
-        num_scales=cfg.num_scales, image_d_blocks=cfg.image_d_blocks, content_d_blocks=cfg.content_d_blocks,
-        num_clusters=num_clusters, up_type=cfg.up_type, dropout_rate=cfg.dropout_rate,
-        share_discriminator=cfg.share_discriminator)
+    # Only the networks take the mixed_float16 policy; the trainer (losses, step counter) stays float32.
+    with precision_policy(cfg.mixed_precision):
+        networks = dmit.build_networks(
+            label_dim=data.LABEL_DIM, style_dim=cfg.style_dim, base_filters=cfg.base_filters,
+            num_downsampling=cfg.num_downsampling, content_residual_blocks=cfg.content_residual_blocks,
+            style_blocks=cfg.style_blocks, decoder_residual_blocks=cfg.decoder_residual_blocks,
+            num_scales=cfg.num_scales, image_d_blocks=cfg.image_d_blocks, content_d_blocks=cfg.content_d_blocks,
+            num_clusters=num_clusters, up_type=cfg.up_type, dropout_rate=cfg.dropout_rate,
+            share_discriminator=cfg.share_discriminator)
     return dmit.DMITTrainer(
         **networks, share_discriminator=cfg.share_discriminator, diversity=dmit_diversity(cfg),
         lambda_reconstruction=cfg.lambda_rec, lambda_kl=cfg.lambda_kl, lambda_cycle=cfg.lambda_cycle,
@@ -195,6 +208,17 @@ def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_step
         lambda_diversity=cfg.lambda_diversity, lambda_adversarial=cfg.lambda_adversarial, lambda_ms=cfg.lambda_ms,
         lambda_d=cfg.lambda_d, lambda_m=cfg.lambda_m, seed=cfg.seed,
         mahalanobis_warmup_steps=int(round(cfg.mahalanobis_warmup * total_steps)), **(cluster_args or {}))
+
+
+def compile_dmit(trainer, cfg, learning_rate) -> None:
+    """Compiles a `build_dmit` trainer: one Adam per variable set (`dmit.make_optimizers`), each in a
+    `LossScaleOptimizer` under `cfg.mixed_precision`, and XLA per `cfg.jit_compile`."""
+    from pop_tf.models import dmit
+    from pop_tf.training import loss_scaled
+
+    optimizers = dmit.make_optimizers(learning_rate, cfg.beta_1, cfg.beta_2, cfg.share_discriminator)
+    trainer.compile({name: loss_scaled(optimizer, cfg.mixed_precision) for name, optimizer in optimizers.items()},
+                    jit_compile=cfg.jit_compile)
 
 
 def _domain_posts(input_dir: str, stored_size: int, image_size: int, count: int) -> dict:
@@ -285,6 +309,10 @@ def _check_config(cfg) -> None:
     if cfg.diversity == "clusters" and not cfg.clusters:
         raise config_lib.ConfigError("train_translator.diversity=clusters needs 'train_translator.clusters' "
                                      "(a cluster output folder)")
+    if cfg.mixed_precision and cfg.model != "dmit":
+        # pix2pix's steps do not scale their losses, so a LossScaleOptimizer would shrink every update.
+        raise config_lib.ConfigError("train_translator.mixed_precision=true needs train_translator.model=dmit "
+                                     f"(model={cfg.model} trains in float32 only)")
 
 
 def _write_json(path: str, value: dict) -> None:
@@ -303,6 +331,8 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
                               f"fewer than one batch (train_translator.batch_size={cfg.batch_size})")
     if is_dmit:
         _check_dmit_sizes(cfg)
+    else:
+        _check_pix2pix_sizes(cfg)
 
     import keras
     import tensorflow as tf
@@ -330,10 +360,8 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     pattern = os.path.join(cfg.input, "train-*.tfrecord.gz")
 
     if is_dmit:
-        from pop_tf.models import dmit
-
         trainer = build_dmit(cfg, num_clusters if clusters else 0, _cluster_args(cfg, clusters), total_steps)
-        trainer.compile(dmit.make_optimizers(schedule, cfg.beta_1, cfg.beta_2, cfg.share_discriminator))
+        compile_dmit(trainer, cfg, schedule)
         optimizers = trainer.optimizers
         preview = _domain_rows(_domain_posts(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges),
                                cfg.num_sample_edges, alternate_modality=True)
@@ -342,7 +370,8 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     else:
         trainer = _build_pix2pix(cfg, num_clusters, _cluster_args(cfg, clusters), total_steps)
         trainer.compile(keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
-                        keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2))
+                        keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
+                        jit_compile=cfg.jit_compile)
         optimizers = {"g_optimizer": trainer.g_optimizer, "d_optimizer": trainer.d_optimizer}
         preview_edges, _ = _held_out(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges)
         make_grid = lambda: sample_grid(trainer, preview_edges, cfg.seed)  # noqa: E731

@@ -1,0 +1,52 @@
+"""Crash and environment faults: corrupt checkpoints, full disks, paths that cannot be written."""
+
+import errno
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from pop_tf import cli, synth, training
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    weights = tf.Variable(np.zeros(1000, np.float32))
+    checkpoint = tf.train.Checkpoint(weights=weights)
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=3)
+    weights.assign(np.full(1000, 1.0, np.float32))
+    first = manager.save()
+    weights.assign(np.full(1000, 2.0, np.float32))
+    newest = manager.save()
+    data_file = tf.io.gfile.glob(newest + ".data-*")[0]
+    with open(data_file, "r+b") as f:  # a crash mid-write: the tensor bytes end early
+        f.truncate(100)
+    weights.assign(np.zeros(1000, np.float32))
+    restored = training.restore_newest(checkpoint, manager, "stage")
+    assert restored == first
+    assert np.all(weights.numpy() == 1.0)
+    assert f"checkpoint {newest} is unreadable" in capsys.readouterr().err
+
+
+def test_a_workdir_under_a_file_is_one_sentence_and_nothing_is_written(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder is needed")
+    result = subprocess.run([sys.executable, "-m", "pop_tf", "run", "--preset", "demo", "--workdir",
+                             str(blocker / "work")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("pop-tf run: error: ") and str(blocker) in message and "not a folder" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder"]
+
+
+def test_a_full_disk_is_one_sentence_with_what_to_do(tmp_path, monkeypatch, capsys):
+    def full_disk(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "w" / "synth" / "images"))
+
+    monkeypatch.setattr(synth, "run", full_disk)
+    assert cli.main(["run", "--workdir", str(tmp_path / "w"), "--until", "synth"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"pop-tf run: error: No space left on device ({tmp_path / 'w' / 'synth' / 'images'}); "
+                   "free some space or point --workdir/--output at another disk, then rerun")
+    assert not (tmp_path / "w" / "synth" / "_COMPLETE").exists()
