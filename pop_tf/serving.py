@@ -343,3 +343,14 @@ def export_translator(trainer_or_networks, directory: str, config: dict, data_fi
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return install_staged(staging, directory)
+
+
+def file_fingerprint(path: str) -> str:
+    """sha256 of a file ('' when unreadable): names a model's training data in its card."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""

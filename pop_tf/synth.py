@@ -906,3 +906,14 @@ def run(config: SynthConfig) -> dict:
              "closest pair %d hash bits apart)", n, len(broken), config.num_users, out,
              time.perf_counter() - started, tries / n, closest)
     return paths
+
+
+def read_truth(path: str) -> dict:
+    """{post_id: intrinsic popularity} from a `truth.jsonl` this module wrote (blank lines skipped)."""
+    truth = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                truth[str(row["post_id"])] = float(row["intrinsic"])
+    return truth

@@ -160,16 +160,6 @@ def _gather(chunks, what: str, where: str) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def _load_truth(path: str) -> dict:
-    truth = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                truth[str(row["post_id"])] = float(row["intrinsic"])
-    return truth
-
-
 # ---------------------------------------------------------------------------------------------
 # pix2pix variants
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +347,9 @@ def _evaluate_ranker(ctx: _Context) -> dict:
     """Kendall τ / Spearman ρ of the stored test scores against the hidden intrinsic popularity."""
     from scipy import stats
 
-    truth = _load_truth(ctx.cfg.truth)
+    from pop_tf import synth
+
+    truth = synth.read_truth(ctx.cfg.truth)
     scores, intrinsic = [], []
     for post in _posts(ctx.cfg, ctx.stored_size, "test"):
         post_id = post["post_id"].numpy().decode("utf-8")

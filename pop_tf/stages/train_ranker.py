@@ -21,7 +21,6 @@ A checkpoint resumes only under the precision it was written with (the optimizer
 differs).
 """
 
-import hashlib
 import json
 import math
 import os
@@ -42,14 +41,6 @@ class RankerInputError(PopTfError):
 def _read_json(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
-
-
-def _fingerprint(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return ""
 
 
 def _summaries(trainer, logdir, preview):
@@ -93,25 +84,15 @@ def _optimizer(cfg, learning_rate: float, total_steps: int):
     return training.loss_scaled(optimizer, cfg.mixed_precision)
 
 
-def _load_truth(path: str) -> dict:
-    truth = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                truth[str(row["post_id"])] = float(row["intrinsic"])
-    return truth
-
-
 def _truth_metrics(ranker, images_dir: str, stored_size: int, truth_path: str, batch_size: int) -> dict:
     """Kendall τ and Spearman ρ between scores and hidden intrinsic popularity (held-out images)."""
     import numpy as np
     import tensorflow as tf
     from scipy import stats
 
-    from pop_tf import data
+    from pop_tf import data, synth
 
-    truth = _load_truth(truth_path)
+    truth = synth.read_truth(truth_path)
     scores, intrinsic = [], []
     dataset = data.post_dataset(os.path.join(images_dir, "test-*.tfrecord.gz"), stored_size, batch_size,
                                 image_size=ranker.image_size)
@@ -215,7 +196,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     if cfg.truth and images_dir:
         metrics.update(_truth_metrics(ranker, images_dir, stored_size, cfg.truth, cfg.batch_size))
     saved_model = serving.export_ranker(ranker, os.path.join(cfg.output, "saved_model"),
-                                        config_lib.to_dict(cfg), _fingerprint(stats_path), metrics=metrics)
+                                        config_lib.to_dict(cfg), serving.file_fingerprint(stats_path), metrics=metrics)
     ranker.save_weights(os.path.join(cfg.output, "ranker.weights.h5"))
     metrics["seconds"] = round(time.monotonic() - started, 1)
     metrics_path = os.path.join(cfg.output, METRICS)

@@ -35,7 +35,6 @@ hyperparameters (HParams tab) go to `<output>/../logs/<output folder name>`, e.g
 `<workdir>/logs/train_translator`.
 """
 
-import hashlib
 import json
 import os
 import sys
@@ -79,15 +78,6 @@ def _scored_input(input_dir: str) -> tuple:
                               "ingest output?); model=dmit needs the score stage's output, run `pop-tf score` first")
     train = stats["counts"].get("train", {})
     return int(stats["image_size"]), int(train.get("popular", 0)) + int(train.get("unpopular", 0))
-
-
-def _fingerprint(path: str) -> str:
-    """sha256 of a file ('' when unreadable): names the training data in the model card."""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return ""
 
 
 def _held_out(input_dir: str, stored_size: int, image_size: int, count: int):
@@ -434,7 +424,7 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     if is_dmit:
         paths["saved_model"] = serving.export_translator(
             trainer, os.path.join(cfg.output, SAVED_MODEL), config_lib.to_dict(cfg),
-            _fingerprint(os.path.join(cfg.input, "scores.csv")), metrics=dict(metrics))
+            serving.file_fingerprint(os.path.join(cfg.input, "scores.csv")), metrics=dict(metrics))
     metrics["seconds"] = round(time.monotonic() - started, 1)
     paths["metrics"] = os.path.join(cfg.output, METRICS)
     _write_json(paths["metrics"], metrics)
