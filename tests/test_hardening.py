@@ -1,13 +1,17 @@
 """Crash and environment faults: corrupt checkpoints, full disks, paths that cannot be written."""
 
 import errno
+import json
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from pop_tf import cli, synth, training
+from pop_tf import cli, serving, synth, training
+from pop_tf import config as config_lib
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
@@ -50,3 +54,30 @@ def test_a_full_disk_is_one_sentence_with_what_to_do(tmp_path, monkeypatch, caps
     assert err == (f"pop-tf run: error: No space left on device ({tmp_path / 'w' / 'synth' / 'images'}); "
                    "free some space or point --workdir/--output at another disk, then rerun")
     assert not (tmp_path / "w" / "synth" / "_COMPLETE").exists()
+
+
+def test_ingest_killed_while_writing_leaves_nothing_taken_as_complete(tmp_path):
+    dataset, output = tmp_path / "dataset", tmp_path / "ingest"
+    synth.run(config_lib.SynthConfig(output=str(dataset), num_posts=300, image_size=96, seed=3))
+    command = [sys.executable, "-m", "pop_tf", "ingest", "--input", str(dataset), "--output", str(output)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(output.glob(".staging-*/*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()  # SIGKILL while the job writes its shards
+    process.wait()
+    if process.returncode == 0:
+        pytest.skip("ingest finished before it could be killed")
+    assert not (output / "stats.json").exists() and not list(output.glob("train-*"))
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    stats = json.loads((output / "stats.json").read_text())
+    assert stats["accepted"] + stats["rejected"] == stats["input_records"] == 300
+    assert not list(output.glob(".staging-*"))  # the killed run's leftovers are gone
+
+
+def test_an_export_cut_short_is_never_a_version(tmp_path):
+    base = tmp_path / "serving" / "ranker"
+    (base / "1").mkdir(parents=True)
+    (base / ".export-crashed").mkdir()  # what a kill between copy and rename leaves
+    assert serving.next_version(str(base)) == 2  # hidden temporaries are not versions
