@@ -120,8 +120,8 @@ def _run_evaluate(config, workdir, dataset):
     from pop_tf.stages import evaluate
     section = config.evaluate
     defaults = evaluate.workdir_defaults(workdir)
-    defaults["truth"] = os.path.join(dataset, "truth.jsonl") if os.path.isfile(os.path.join(dataset, "truth.jsonl")) \
-        else ""
+    truth = os.path.join(dataset, "truth.jsonl")  # the dataset's, which need not be <workdir>/synth's
+    defaults["truth"] = truth if os.path.isfile(truth) else ""
     # Paths the preset or --set named stay; the rest point at this work folder's stages.
     for key, value in defaults.items():
         if not getattr(section, key):
