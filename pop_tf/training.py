@@ -135,3 +135,12 @@ def loss_scaled(optimizer, mixed_precision: bool):
     optimizer's `scale_loss` returns the loss unchanged, so one train step serves both.
     """
     return keras.optimizers.LossScaleOptimizer(optimizer) if mixed_precision else optimizer
+
+
+def progress_verbosity() -> int:
+    """`fit(verbose=...)`: Keras's progress bar in a terminal, one line per epoch in a log file.
+
+    The bar redraws itself with carriage returns, which a redirected log would keep as hundreds
+    of partial lines per epoch.
+    """
+    return 1 if sys.stdout.isatty() else 2

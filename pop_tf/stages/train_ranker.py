@@ -183,7 +183,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     if start_step < total_steps:
         trainer.fit(train, epochs=cfg.epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
                     steps_per_epoch=steps_per_epoch, validation_data=test, validation_steps=test_steps,
-                    callbacks=callbacks, verbose=2)
+                    callbacks=callbacks, verbose=training.progress_verbosity())
     control.raise_if_diverged(STAGE, "Lower train_ranker.backbone_learning_rate/head_learning_rate")
     control.save_final()
     final_step = int(trainer.backbone_optimizer.iterations)

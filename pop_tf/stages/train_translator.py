@@ -394,7 +394,7 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     losses = {}
     if start_step < total_steps:
         history = trainer.fit(train, epochs=cfg.epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
-                              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
+                              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=training.progress_verbosity())
         losses = {name: float(values[-1]) for name, values in history.history.items() if values}
     control.raise_if_diverged(STAGE, "Lower train_translator.learning_rate")
     control.save_final()
