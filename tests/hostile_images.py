@@ -195,7 +195,12 @@ def gray_float_tiff():
 
 def lab_tiff():
     """A CIE L*a*b* TIFF of a red garment (PIL mode LAB)."""
-    return _save(garment("tshirt").convert("LAB"), "TIFF")
+    lab = garment("tshirt").convert("LAB")
+    # PIL attaches the LittleCMS Lab profile it converted with, and that profile carries its
+    # creation time to the second: two builds straddling a second would differ. Decoding does
+    # not read it (LAB is always converted with the built-in D50 Lab profile).
+    lab.info.pop("icc_profile", None)
+    return _save(lab, "TIFF")
 
 
 def cmyk_jpeg():
