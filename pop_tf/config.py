@@ -580,6 +580,19 @@ def resolve(preset: Optional[str] = None, sets=(), default_section: Optional[str
     return config
 
 
+def changed_settings(section_config, directory: str, filename: str = "config.json") -> list:
+    """The settings that differ from the resolved config an earlier run wrote into `directory`,
+    as "key: old -> new" lines (empty when there is no earlier config or nothing changed)."""
+    path = os.path.join(directory, filename)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        previous = json.load(f)
+    current = to_dict(section_config)
+    return [f"{key}: {previous.get(key, '(unset)')!r} -> {current.get(key, '(unset)')!r}"
+            for key in sorted(set(previous) | set(current)) if previous.get(key) != current.get(key)]
+
+
 def write_resolved(section_config, directory: str, filename: str = "config.json") -> str:
     """Writes the resolved section config next to a stage's outputs (atomically); returns the path."""
     os.makedirs(directory, exist_ok=True)

@@ -1,7 +1,8 @@
 """What every training stage shares around `fit()`: checkpoints, resume, NaN stop, schedules.
 
 - `restore_newest` restores the newest readable checkpoint of a `tf.train.CheckpointManager`
-  (a corrupt newest one falls back to the one before), so a killed run continues its step count.
+  (a corrupt newest one falls back to the one before), so a killed run continues its step count;
+  when none fits the model it stops instead of training over them, naming the changed settings.
 - `TrainingCallbacks` stops at the first non-finite loss *before* anything saves the bad
   weights, saves a checkpoint every N steps, and ends a resumed run exactly at the planned step.
 - `ConstantThenLinearDecay` is DMIT's schedule (constant, then linear decay to 0).
@@ -21,8 +22,26 @@ class TrainingDivergedError(PopTfError):
     """A loss became NaN or infinite; the message names the step, the loss and the checkpoint."""
 
 
-def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, stage: str) -> str:
-    """Restores the newest readable checkpoint; returns its path ('' for a fresh start)."""
+class CheckpointMismatchError(PopTfError):
+    """The output folder holds checkpoints, but none can be restored into this run's model."""
+
+
+def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, stage: str,
+                   changed_settings=()) -> str:
+    """Restores the newest readable checkpoint; returns its path ('' for a fresh start).
+
+    Args:
+        checkpoint: what to restore into.
+        manager: the run's CheckpointManager (its `checkpoints`, oldest first).
+        stage: the stage name messages start with.
+        changed_settings: "key: old -> new" lines, the settings this run changed against the run
+            that wrote the checkpoints; named in the error when none of them can be restored.
+
+    Raises:
+        CheckpointMismatchError: checkpoints exist and none restores. Starting fresh would let
+            the manager's rotation delete them, so the run stops and says how to go on.
+    """
+    last_error = None
     for path in reversed(manager.checkpoints):
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
@@ -30,9 +49,18 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
         # A checkpoint cut short by a crash fails in several ways: a TF op error, a mismatch, or
         # an IndexError from the reader when the data file ends early.
         except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
+            last_error = e
             print(f"{stage}: checkpoint {path} is unreadable ({type(e).__name__}); trying the previous one",
                   file=sys.stderr)
-    return ""
+    if last_error is None:
+        return ""
+    folder = manager.directory
+    cause = (f"this run changed {'; '.join(changed_settings)}" if changed_settings else
+             f"the last error was {type(last_error).__name__}: {str(last_error).splitlines()[0][:200]}")
+    raise CheckpointMismatchError(
+        f"{stage}: none of the {len(manager.checkpoints)} checkpoints in {folder} fits the model this run "
+        f"builds ({cause}). Rerun with the settings that wrote them to resume, or start the stage over: "
+        f"delete {folder} (or rerun the pipeline with --from {stage})")
 
 
 class TrainingCallbacks(keras.callbacks.Callback):

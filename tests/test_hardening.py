@@ -32,6 +32,34 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     assert f"checkpoint {newest} is unreadable" in capsys.readouterr().err
 
 
+def test_checkpoints_that_fit_no_more_stop_the_run_naming_the_change_and_survive(tmp_path):
+    checkpoint = tf.train.Checkpoint(weights=tf.Variable(np.ones(8, np.float32)))
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=3)
+    written = [manager.save(), manager.save()]
+    wider = tf.train.Checkpoint(weights=tf.Variable(np.zeros(16, np.float32)))
+    wider_manager = tf.train.CheckpointManager(wider, str(tmp_path), max_to_keep=3)
+    with pytest.raises(training.CheckpointMismatchError) as error:
+        training.restore_newest(wider, wider_manager, "stage", ["width: 8 -> 16"])
+    message = str(error.value)
+    assert "none of the 2 checkpoints" in message and "this run changed width: 8 -> 16" in message
+    assert "--from stage" in message
+    assert all(tf.io.gfile.exists(path + ".index") for path in written)
+    # Without a recorded config the error falls back to what TensorFlow said.
+    with pytest.raises(training.CheckpointMismatchError, match="last error was"):
+        training.restore_newest(wider, wider_manager, "stage")
+
+
+def test_changed_settings_lists_each_difference_against_the_written_config(tmp_path):
+    cfg = config_lib.RankerConfig()
+    assert config_lib.changed_settings(cfg, str(tmp_path)) == []
+    config_lib.write_resolved(cfg, str(tmp_path))
+    assert config_lib.changed_settings(cfg, str(tmp_path)) == []
+    cfg.mixed_precision, cfg.epochs = not cfg.mixed_precision, cfg.epochs + 1
+    assert config_lib.changed_settings(cfg, str(tmp_path)) == [
+        f"epochs: {cfg.epochs - 1!r} -> {cfg.epochs!r}",
+        f"mixed_precision: {not cfg.mixed_precision!r} -> {cfg.mixed_precision!r}"]
+
+
 def test_a_workdir_under_a_file_is_one_sentence_and_nothing_is_written(tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where a folder is needed")

@@ -273,6 +273,19 @@ def test_rerun_resumes_from_the_checkpoint_and_continues_the_step_count(trained,
     cfg.epochs = 1
 
 
+def test_resuming_under_another_precision_stops_and_keeps_checkpoints_and_config(trained):
+    cfg, paths = trained
+    before = sorted(os.listdir(paths["checkpoints"]))
+    cfg.mixed_precision = True
+    try:
+        with pytest.raises(training.CheckpointMismatchError, match="mixed_precision: False -> True"):
+            train_ranker.run(cfg)
+    finally:
+        cfg.mixed_precision = False
+    assert sorted(os.listdir(paths["checkpoints"])) == before
+    assert json.loads(open(paths["config"]).read())["mixed_precision"] is False
+
+
 def test_killed_training_resumes_from_its_last_checkpoint(pairs_workdir, tmp_path):
     output = tmp_path / "killed"
     sets = [f"--set={s}" for s in ["train_ranker.epochs=1", "train_ranker.steps_per_epoch=400",
@@ -293,13 +306,16 @@ def test_killed_training_resumes_from_its_last_checkpoint(pairs_workdir, tmp_pat
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert steps and max(steps) >= 4, "no checkpoint appeared before the deadline"
-    killed_at = max(steps)
+    # The manager records a checkpoint only after its files are complete, so a kill between the
+    # two leaves the newest files unrecorded: the recorded one is where training must go on.
+    killed_at = int(tf.train.latest_checkpoint(str(checkpoints)).rsplit("-", 1)[1])
+    assert killed_at >= max(steps) - 2
     result = subprocess.run([*command[:-len(sets)], *sets[:1], "--set=train_ranker.steps_per_epoch=" + str(killed_at + 2),
                              *sets[2:]], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming from" in result.stderr
     resumed_at = int(result.stderr.split("at step ")[1].split(" ")[0])
-    assert resumed_at >= killed_at
+    assert resumed_at == killed_at
     assert json.loads((output / "metrics.json").read_text())["steps"] == killed_at + 2
 
 

@@ -17,8 +17,9 @@ the step, the loss name and the last good checkpoint named.
 
 `mixed_precision` builds the ranker under `mixed_float16` (float32 score head) with a
 `LossScaleOptimizer` per optimizer; `jit_compile` XLA-compiles the train step (docs/performance.md).
-A checkpoint resumes only under the precision it was written with (the optimizers' structure
-differs).
+A checkpoint resumes only under the precision and architecture it was written with (the
+optimizers' structure differs); otherwise the run stops before training, naming the settings that
+changed since the run that wrote it (nothing is overwritten).
 """
 
 import json
@@ -146,7 +147,8 @@ def run(cfg: config_lib.RankerConfig) -> dict:
 
     started = time.monotonic()
     os.makedirs(cfg.output, exist_ok=True)
-    config_lib.write_resolved(cfg, cfg.output)
+    # Read before this run's config replaces it: a checkpoint that no longer fits is explained by it.
+    changed = config_lib.changed_settings(cfg, cfg.output)
     logdir = cfg.logdir or os.path.join(os.path.dirname(os.path.abspath(cfg.output)), "logs", STAGE)
     keras.utils.set_random_seed(cfg.seed)
 
@@ -161,7 +163,8 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     checkpoint = tf.train.Checkpoint(ranker=ranker, backbone_optimizer=trainer.backbone_optimizer,
                                      head_optimizer=trainer.head_optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.output, "checkpoints"), max_to_keep=3)
-    restored = training.restore_newest(checkpoint, manager, STAGE)
+    restored = training.restore_newest(checkpoint, manager, STAGE, changed)
+    config_lib.write_resolved(cfg, cfg.output)
     start_step = int(trainer.backbone_optimizer.iterations)
     if restored:
         print(f"train_ranker: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)

@@ -339,7 +339,8 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
         num_clusters = clusters[0].num_clusters
     cluster_of = clusters[1] if clusters else None
     os.makedirs(cfg.output, exist_ok=True)
-    config_lib.write_resolved(cfg, cfg.output)
+    # Read before this run's config replaces it: a checkpoint that no longer fits is explained by it.
+    changed = config_lib.changed_settings(cfg, cfg.output)
     # Named after the output folder, so ablation runs beside each other are separate TensorBoard runs.
     output = os.path.abspath(cfg.output)
     logdir = cfg.logdir or os.path.join(os.path.dirname(output), "logs", os.path.basename(output))
@@ -370,7 +371,8 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     step = (lambda: trainer.optimizer.iterations) if is_dmit else (lambda: trainer.g_optimizer.iterations)
     checkpoint = tf.train.Checkpoint(model=trainer, **optimizers)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.output, "checkpoints"), max_to_keep=3)
-    restored = training.restore_newest(checkpoint, manager, STAGE)
+    restored = training.restore_newest(checkpoint, manager, STAGE, changed)
+    config_lib.write_resolved(cfg, cfg.output)
     start_step = int(step())
     if restored:
         print(f"{STAGE}: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
