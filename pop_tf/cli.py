@@ -14,7 +14,7 @@ import sys
 
 from pop_tf import __version__
 from pop_tf import config as config_lib
-from pop_tf.errors import PopTfError, UsageError, describe_os_error
+from pop_tf.errors import PopTfError, UsageError, report
 
 EXIT_USAGE = UsageError.exit_code
 
@@ -205,12 +205,8 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         return args.func(args, extra)
-    except PopTfError as e:
-        print(f"pop-tf {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:
-        print(f"pop-tf {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
-        return 1
+    except (PopTfError, OSError) as e:
+        return report(f"pop-tf {args.command}", e)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,16 @@ def describe_os_error(error: OSError) -> str:
              errno.ENOTDIR: "a path component is a file, not a folder"}
     hint = hints.get(error.errno, "check the path and rerun")
     return f"{reason}{where}; {hint}"
+
+
+def report(program: str, error: Exception) -> int:
+    """Prints a user-fixable error (a PopTfError or an OSError) as one `PROGRAM: error: …` line on
+    stderr and returns the exit code; every command-line entry point ends its errors here."""
+    import sys
+
+    if isinstance(error, PopTfError):
+        message, code = str(error), error.exit_code
+    else:
+        message, code = describe_os_error(error), 1
+    print(f"{program}: error: {message}", file=sys.stderr)
+    return code

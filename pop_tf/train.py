@@ -40,7 +40,7 @@ def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
     `--set` override them like any other key.
     """
     from pop_tf import config as config_lib
-    from pop_tf.errors import PopTfError, describe_os_error
+    from pop_tf.errors import PopTfError, report
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == model:
@@ -55,12 +55,8 @@ def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
             print(json.dumps(config_lib.to_dict(section_config), indent=2, sort_keys=True))
             return 0
         paths = run(section_config)
-    except PopTfError as e:
-        print(f"python -m pop_tf.train {model}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:
-        print(f"python -m pop_tf.train {model}: error: {describe_os_error(e)}", file=sys.stderr)
-        return 1
+    except (PopTfError, OSError) as e:
+        return report(f"python -m pop_tf.train {model}", e)
     print(json.dumps(paths, indent=2, sort_keys=True))
     return 0
 

@@ -13,11 +13,10 @@ three random A→A | three random B→B.
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-from pop_tf.errors import PopTfError, UsageError
+from pop_tf.errors import PopTfError, UsageError, report
 
 GRID_COLUMNS = ("A", "B", "style A→B", "content A→B", "A→A rand 1", "A→A rand 2", "A→A rand 3",
                 "B→B rand 1", "B→B rand 2", "B→B rand 3")
@@ -85,8 +84,7 @@ def main(argv=None) -> int:
                                 args.domain_b, args.seed)
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         Image.fromarray(grid).save(args.output)
-    except PopTfError as e:
-        print(f"pop-tf translate: error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (PopTfError, OSError) as e:
+        return report("pop-tf translate", e)
     print(json.dumps({"grid": args.output, "columns": list(GRID_COLUMNS)}, indent=2, ensure_ascii=False))
     return 0

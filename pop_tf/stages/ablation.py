@@ -22,7 +22,7 @@ import os
 import sys
 
 from pop_tf import config as config_lib
-from pop_tf.errors import PopTfError
+from pop_tf.errors import PopTfError, report
 
 STAGE = "ablation"
 
@@ -91,9 +91,8 @@ def main(argv=None) -> int:
                               for name in (STAGE, "train_translator", "evaluate")}, indent=2, sort_keys=True))
             return 0
         paths = run(config.ablation, config.train_translator, config.evaluate)
-    except PopTfError as e:
-        print(f"pop-tf ablate: error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (PopTfError, OSError) as e:
+        return report("pop-tf ablate", e)
     print(json.dumps(paths, indent=2, sort_keys=True))
     return 0
 

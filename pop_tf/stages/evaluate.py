@@ -45,7 +45,7 @@ import time
 import numpy as np
 
 from pop_tf import config as config_lib
-from pop_tf.errors import PopTfError
+from pop_tf.errors import PopTfError, report
 from pop_tf.stages.staging import install, make_staging
 
 STAGE = "evaluate"
@@ -789,9 +789,8 @@ def main(argv=None) -> int:
             print(json.dumps(config_lib.to_dict(cfg), indent=2, sort_keys=True))
             return 0
         paths = run(cfg)
-    except PopTfError as e:
-        print(f"pop-tf evaluate: error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (PopTfError, OSError) as e:
+        return report("pop-tf evaluate", e)
     print(json.dumps(paths, indent=2, sort_keys=True))
     return 0
 
