@@ -125,6 +125,15 @@ class RankerConfig:
     # Paper: constant rates, no weight decay. "cosine" decays both rates to 0 over the run.
     lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled decay
+    dropout: float = 0.0  # on the pooled features before the score head, in [0, 1)
+    # Targets 1 − s/2 and s/2 instead of 1 and 0: a pair whose margin is noise stops pulling the
+    # score gap of a memorised pair towards infinity. In [0, 1).
+    label_smoothing: float = 0.0
+    # The weights the stage ships: "best" restores the epoch with the highest held-out pairwise
+    # accuracy (ties: lower held-out loss), since a small dataset is overfitted before the run
+    # ends; "last" keeps the final step's. The held-out pairs then chose the epoch, so their
+    # accuracy in metrics.json is slightly optimistic; Kendall τ against truth is not selected on.
+    select_epoch: Literal["best", "last"] = "best"
     flip: bool = True
     max_shift: float = 0.0  # random translation, as a fraction of the side (white fill)
     shuffle_buffer: int = 2048
@@ -199,8 +208,12 @@ class TranslatorConfig:
     `lambda_ms`; for DMIT it replaces DMIT's term) or `clusters` (`ms` + the cluster one-hot
     condition, L_d and L_m from the cluster stage; the paper's method).
     `mahalanobis_warmup` is the fraction of training before L_m switches on (paper: epoch 100 of
-    400 = 0.25). The learning rate is constant for `epochs − decay_epochs` epochs, then decays
-    linearly to 0 (DMIT: 100 + 100; MSGAN's pix2pix: 2e-4, also 100 + 100).
+    400 = 0.25). DMIT's learning rate is constant for `epochs − decay_epochs` epochs, then decays
+    linearly to 0 (DMIT: 100 + 100); pix2pix has its own `pix2pix_epochs`,
+    `pix2pix_decay_epochs` and `pix2pix_learning_rate` (Suzuki et al.: 400 epochs, no decay,
+    MSGAN's 2e-4). `up_type` is the decoders' up-sampling (both models); `spectral_norm` and
+    `generator_spectral_norm` choose the semantics of spectral normalisation
+    (`pop_tf.layers.spectral`) in the discriminators and in the generator networks.
 
     `mixed_precision` (model=dmit only) builds the networks under Keras's `mixed_float16` policy
     and wraps each of the six optimizers in a `LossScaleOptimizer`; `jit_compile` XLA-compiles
@@ -231,6 +244,11 @@ class TranslatorConfig:
     lambda_d: float = 5.0
     lambda_m: float = 0.2
     mahalanobis_warmup: float = 0.25
+    # pix2pix's own schedule (model=pix2pix): Suzuki et al. train 400 epochs at MSGAN's rate and
+    # switch L_m on at epoch 100 (mahalanobis_warmup = 0.25), with no decay.
+    pix2pix_epochs: int = 400
+    pix2pix_decay_epochs: int = 0
+    pix2pix_learning_rate: float = 2e-4
     # DMIT (model=dmit): the official DMIT options.
     style_dim: int = 8
     num_downsampling: int = 2
@@ -240,7 +258,16 @@ class TranslatorConfig:
     image_d_blocks: int = 3
     content_d_blocks: int = 5
     up_type: Literal["transpose", "nearest"] = "transpose"
+    # Spectral normalisation of the discriminators and of the generator networks (encoders and
+    # decoder): "pytorch" (the official code's semantics), "keras" (projection) or "none".
+    spectral_norm: Literal["keras", "pytorch", "none"] = "pytorch"
+    generator_spectral_norm: Literal["keras", "pytorch", "none"] = "pytorch"
+    # The style encoder's normalisation: "instance" (DMIT) or "none" (MUNIT's style encoder).
+    style_normalization: Literal["instance", "none"] = "instance"
     dropout_rate: float = 0.0
+    # The modalities whose domains DMIT trains on: both (the paper's edge → colour and colour →
+    # colour) or colour only (every step spent on popularity translation).
+    modalities: list[Literal["edge", "color"]] = dataclasses.field(default_factory=lambda: ["edge", "color"])
     share_discriminator: bool = False
     lambda_rec: float = 10.0
     lambda_kl: float = 0.01
@@ -294,6 +321,17 @@ class EvaluateConfig:
     Weiss), z-test level `ndb_alpha`; `ndb_whiten` (per-pixel standardisation) is off by default
     because it blows near-constant white-background pixels up into huge coordinates.
     `max_images` caps the test images translated for the uplift and FID (0: all of them).
+
+    Attribute evaluation (only when `truth` is a truth.jsonl with attributes, i.e. pop_tf's synth):
+    a small attribute classifier (`pop_tf.models.attribute_classifier`) is trained on up to
+    `attribute_max_train` training images at `attribute_image_size` px (0: each generator's output
+    size) for `attribute_steps` batches of `attribute_batch_size` (0: 15 passes over the images,
+    at least 400 and at most 900 batches), width `attribute_width`, and
+    cached in the output folder by its data and settings. It reads shape, colour, pattern and
+    sleeve of the outputs (a shape is confident at probability >= `attribute_confidence`, a colouring
+    when its two likeliest colours reach it together); its
+    features give fid_synth, kid_synth, precision/recall_synth, NDB/JSD and diversity_synth;
+    `attribute_samples` random styles per input count distinct confident colours.
     """
 
     input: str = ""  # a score output folder
@@ -321,15 +359,36 @@ class EvaluateConfig:
     uplift_threshold: float = 1.0  # the paper's "share above 1"
     batch_size: int = 16
     seed: int = 0
+    attribute_image_size: int = 0  # 0: the output size of the generator being judged
+    attribute_steps: int = 0  # 0: 15 passes over the training images, at least 400 and at most 900 batches
+    attribute_batch_size: int = 64
+    attribute_width: int = 24
+    attribute_max_train: int = 20000
+    attribute_samples: int = 8  # random styles per input for the distinct-colour count
+    attribute_confidence: float = 0.8
 
 
 @dataclasses.dataclass
 class ExportConfig:
-    """Trained SavedModels into `<export_dir>/<model>/<version>/` (SPEC §7)."""
+    """Trained SavedModels into `<export_dir>/<model>/<version>/` (SPEC §7), with serving limits.
+
+    The limits bound what one request can make a served model allocate; they are recorded in
+    each model's `pop_tf.json` (`limits`), and the training stages' own SavedModels get these
+    defaults. `max_pixels`: no endpoint takes an image of more pixels; `score_jpeg` reads the
+    size from the JPEG/PNG header before decoding, and `pop-tf translate` checks `--a`/`--b` the
+    same way. 25 MP takes a 24-MP camera photo (6000×4000), and the models see at most 256² of
+    it; an image costs about 15 bytes per pixel while it is decoded and fitted (uint8 plus a
+    float32 copy: ~390 MB at 25 MP), and a batch decodes up to 10 images at once, so ingest's 50
+    MP limit would let one request hold ~7.5 GB. `max_samples`: the most styles `sample` draws
+    per content image; its outputs and decoder activations grow with N × num_samples (10,000
+    samples of one 32² image took 3.2 GB), and 32 is three times the evaluation's 10 per input.
+    """
 
     workdir: str = ""
     export_dir: str = "saved_models"
     models: list[str] = dataclasses.field(default_factory=lambda: ["ranker", "clusterer", "translator"])
+    max_pixels: int = 25_000_000
+    max_samples: int = 32
 
 
 @dataclasses.dataclass
@@ -485,8 +544,10 @@ _FRACTIONS = {"synth.broken_share", "ingest.test_ratio", "ingest.edge_threshold"
               "train_translator.beta_1", "train_translator.beta_2", "train_translator.dropout_rate"}
 
 
-_EVALUATE_POSITIVE = {f"evaluate.{k}" for k in ("num_inputs", "batch_size", "ndb_image_size", "ndb_max_train")}
-_EVALUATE_NON_NEGATIVE = {f"evaluate.{k}" for k in ("max_images", "num_grid_pairs", "seed")}
+_EVALUATE_POSITIVE = {f"evaluate.{k}" for k in ("num_inputs", "batch_size", "ndb_image_size", "ndb_max_train",
+                                                  "attribute_batch_size", "attribute_width",
+                                                  "attribute_max_train")}
+_EVALUATE_NON_NEGATIVE = {f"evaluate.{k}" for k in ("max_images", "num_grid_pairs", "seed", "attribute_steps")}
 
 
 def validate_value(key: str, value) -> None:
@@ -519,10 +580,19 @@ def validate_value(key: str, value) -> None:
         raise ConfigError(f"config key '{key}': {value!r} must be >= 0")
     if key == "evaluate.samples_per_input" and value < 2:
         raise ConfigError(f"config key '{key}': {value!r} must be >= 2 (diversity needs pairs of outputs)")
+    if key == "evaluate.attribute_samples" and value < 2:
+        raise ConfigError(f"config key '{key}': {value!r} must be >= 2 (distinct colours and diversity need pairs)")
+    if key == "evaluate.attribute_image_size" and value != 0 and value < 16:
+        raise ConfigError(f"config key '{key}': {value!r} must be 0 (the generator's size) or >= 16")
+    if key == "evaluate.attribute_confidence" and not 0.0 < value < 1.0:
+        raise ConfigError(f"config key '{key}': {value!r} must be in (0, 1)")
     if key == "evaluate.ndb_bins" and value < 2:
         raise ConfigError(f"config key '{key}': {value!r} must be >= 2")
     if key == "evaluate.ndb_alpha" and not 0.0 < value < 1.0:
         raise ConfigError(f"config key '{key}': {value!r} must be in (0, 1)")
+    # Below 2³¹: the served graph multiplies two sides of at most this many pixels in int64.
+    if key in ("export.max_pixels", "export.max_samples") and not 1 <= value <= 2**31 - 1:
+        raise ConfigError(f"config key '{key}': {value!r} must be in [1, {2**31 - 1}]")
 
 
 def apply_overrides(config: Config, overrides: dict, origin: str) -> None:

@@ -189,21 +189,26 @@ def _domain_of(serialized):
 
 
 def domain_pair_dataset(pattern: str, stored_size: int, image_size: int, batch_size: int, seed: int = 0,
-                        flip: bool = True, cluster_of: dict = None, shuffle_buffer: int = 2048) -> tf.data.Dataset:
+                        flip: bool = True, cluster_of: dict = None, shuffle_buffer: int = 2048,
+                        modalities=MODALITIES) -> tf.data.Dataset:
     """Shuffled, repeating batches of DMIT's domain pairs from scored post records.
 
     Only posts the score stage put in a popularity domain ("popular" or "unpopular") are used;
     the undecided middle ("") is dropped (on the record's domain field alone, before any image is
-    decoded). Each example is the post's colour image or its edge map, with probability ½ each,
-    flipped left-right with probability ½ when `flip` (both draws stateless, from the seed, the
-    stream and the example's index, so they do not depend on thread timing), and labelled
-    popularity one-hot ++ modality one-hot (`domain_label`). Two independently shuffled streams
-    of such examples are zipped: row n of a batch pairs two random examples, of the same or of
-    different domains (`DMITTrainer` translates each into the other's domain).
+    decoded). A domain is popularity × modality: a post gives its colour image to the colour
+    domain of its popularity and its edge map to the edge one. Each row of a batch draws a domain
+    for A uniformly and a DIFFERENT domain for B, then one random example of each
+    (`DMITTrainer` translates A into B's domain and B into A's). DMIT always draws the target from
+    D − {E_d(x)} (its eqs. 7 and 10 and the official loader): a row whose two domains agree would
+    show D_c the same (content, label) as real and as fake, and teach D_x to call a correctly
+    labelled real image fake. Examples are flipped left-right with probability ½ when `flip`;
+    every draw is stateless, from the seed, the stream and the example's index, so batches do not
+    depend on thread timing.
 
     Elements: `image_a`, `image_b` float32 [B, S, S, 3] in [−1, 1], `label_a`, `label_b` float32
-    [B, 4]; with `cluster_of` ({post_id: cluster id}; a post missing there is an error when it
-    is read, not a silent 0) also `cluster_a`, `cluster_b` int32 [B].
+    [B, 4] (popularity one-hot ++ modality one-hot, `domain_label`); with `cluster_of`
+    ({post_id: cluster id}; a post missing there is an error when it is read, not a silent 0)
+    also `cluster_a`, `cluster_b` int32 [B].
 
     Args:
         pattern: glob of scored post records (`<score>/train-*.tfrecord.gz`).
@@ -213,35 +218,44 @@ def domain_pair_dataset(pattern: str, stored_size: int, image_size: int, batch_s
         seed: the seed of every random choice; the same seed gives the same batches.
         flip: left-right flip augmentation.
         cluster_of: cluster ids for diversity=clusters.
-        shuffle_buffer: records in each stream's shuffle buffer.
+        shuffle_buffer: records in each domain stream's shuffle buffer.
+        modalities: the modalities whose domains are drawn (the labels keep both one-hots).
 
     Raises:
         DataError: when no file matches or no record is in a popularity domain (unscored records,
-            e.g. an ingest output, have none), instead of repeating an empty stream forever.
+            e.g. an ingest output, have none), instead of repeating an empty stream forever, or
+            when fewer than two domains are left to pair.
     """
     files = list_files(pattern, "scored post record")
-    labelled = _records(files, parallel=True).filter(
-        lambda s: tf.reduce_any(tf.equal(_domain_of(s), tf.constant(POPULARITIES))))
-    if next(iter(labelled.take(1)), None) is None:
+
+    def of_popularity(popularity):
+        return _records(files, parallel=True).filter(lambda s: tf.equal(_domain_of(s), popularity))
+
+    popularities = [p for p in POPULARITIES if next(iter(of_popularity(p).take(1)), None) is not None]
+    if not popularities:
         raise DataError(f"no record matching {pattern} is in a popularity domain ({' or '.join(POPULARITIES)}); "
                         "pass the score stage's output, and check score.unpopular_quantile/popular_quantile")
     if cluster_of is not None:
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(list(cluster_of), tf.string),
                                                 tf.constant(list(cluster_of.values()), tf.int32)), default_value=-1)
-    labels = tf.constant([[domain_label(p, m) for m in MODALITIES] for p in POPULARITIES])  # [2, 2, 4]
+    domains = [(p, m) for p in popularities for m in MODALITIES if m in modalities]
+    if len(domains) < 2:
+        raise DataError(f"{pattern} gives only the domain(s) {domains}; DMIT needs two to translate between "
+                        f"(popularities found: {popularities}, modalities asked for: {list(modalities)})")
 
-    def stream(index: int):
+    def domain_stream(side: int, index: int):
+        popularity, modality = domains[index]
+        label = tf.constant(domain_label(popularity, modality))
+        stream_seed = (seed * 2 + side) * len(domains) + index
+
         def to_example(position, serialized):
             post = records.parse_post(serialized, stored_size, scored=True)
-            draws = tf.random.stateless_uniform(
-                [2], seed=tf.stack([tf.cast(seed, tf.int64) * 2 + index, position]))
-            use_edge = draws[0] < 0.5
-            image = tf.where(use_edge, post["edge"], post["image"])
+            image = post["edge"] if modality == "edge" else post["image"]
             if flip:
-                image = tf.where(draws[1] < 0.5, tf.reverse(image, [1]), image)
-            popularity = tf.cast(tf.equal(post["domain"], POPULARITIES[1]), tf.int32)
-            example = {"image": image, "label": labels[popularity, tf.where(use_edge, 0, 1)]}
+                draw = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(stream_seed, tf.int64), position]))
+                image = tf.where(draw < 0.5, tf.reverse(image, [1]), image)
+            example = {"image": image, "label": label}
             if cluster_of is not None:
                 cluster = table.lookup(post["post_id"])
                 with tf.control_dependencies([tf.debugging.assert_non_negative(
@@ -249,8 +263,16 @@ def domain_pair_dataset(pattern: str, stored_size: int, image_size: int, batch_s
                     example["cluster"] = tf.identity(cluster)
             return example
 
-        shuffled = labelled.shuffle(shuffle_buffer, seed=seed * 2 + index).repeat().enumerate()
+        shuffled = of_popularity(popularity).shuffle(shuffle_buffer, seed=stream_seed).repeat().enumerate()
         return shuffled.map(to_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    # Row n: domain a uniform, domain b uniform over the others, both from one seeded draw.
+    count = len(domains)
+    draws = tf.data.Dataset.random(seed=seed).map(lambda r: tf.math.floormod(r, count * (count - 1)))
+    choice_a = draws.map(lambda r: r % count)
+    choice_b = draws.map(lambda r: (r % count + 1 + r // count) % count)
+    side_a = tf.data.Dataset.choose_from_datasets([domain_stream(0, i) for i in range(count)], choice_a)
+    side_b = tf.data.Dataset.choose_from_datasets([domain_stream(1, i) for i in range(count)], choice_b)
 
     def to_pair(a, b):
         pair = {"image_a": a["image"], "label_a": a["label"], "image_b": b["image"], "label_b": b["label"]}
@@ -258,7 +280,7 @@ def domain_pair_dataset(pattern: str, stored_size: int, image_size: int, batch_s
             pair.update(cluster_a=a["cluster"], cluster_b=b["cluster"])
         return pair
 
-    dataset = tf.data.Dataset.zip(stream(0), stream(1)).map(to_pair).batch(batch_size, drop_remainder=True)
+    dataset = tf.data.Dataset.zip(side_a, side_b).map(to_pair).batch(batch_size, drop_remainder=True)
     dataset = dataset.map(lambda b: {**b, "image_a": to_signed_unit(_resize(b["image_a"], image_size, stored_size)),
                                      "image_b": to_signed_unit(_resize(b["image_b"], image_size, stored_size))},
                           num_parallel_calls=AUTOTUNE)

@@ -64,6 +64,14 @@ def _fake_sets(fake_logits, extra_fake_logits, num_scales):
     return sets
 
 
+def _weighted_mean(per_sample, sample_weight):
+    """The mean of `per_sample` [N], or its `sample_weight`-weighted mean (0 when all weights are 0)."""
+    if sample_weight is None:
+        return tf.reduce_mean(per_sample)
+    weight = _float(sample_weight)
+    return tf.math.divide_no_nan(tf.reduce_sum(weight * per_sample), tf.reduce_sum(weight))
+
+
 def _gather_rows(table, cluster_ids):
     """Per-sample rows of a per-cluster table, or the table itself when it is already per-sample."""
     table = _float(table)
@@ -267,7 +275,7 @@ def dmit_diversity_loss(images_1, images_2, z_1, z_2, eps=1e-5):
     return latent_distance / (image_distance + eps)
 
 
-def cluster_mean_loss(features, cluster_means, cluster_ids=None):
+def cluster_mean_loss(features, cluster_means, cluster_ids=None, sample_weight=None):
     """Suzuki et al.'s L_d: the L1 distance of a generated image's feature to its cluster mean.
 
     L_d = mean_{n, j} |μ_{i(n), j} − E(G(x_n, z_n, i(n)))_j|
@@ -281,6 +289,8 @@ def cluster_mean_loss(features, cluster_means, cluster_ids=None):
         cluster_means: the per-sample target means [N, D] when `cluster_ids` is None, else the
             per-cluster table [K, D] from which row `cluster_ids[n]` is taken for sample n.
         cluster_ids: optional int tensor [N] of cluster indices into `cluster_means`.
+        sample_weight: optional [N] weights of the samples (0 leaves a sample out; DMIT gives 0
+            to fakes in the edge domain, which the colour-image clusters do not describe).
 
     Returns:
         Scalar float32 loss.
@@ -289,11 +299,12 @@ def cluster_mean_loss(features, cluster_means, cluster_ids=None):
         Suzuki, Sakaue, Sato, VISAPP 2022, Sec. 3 (L_d).
     """
     means = _gather_rows(cluster_means, cluster_ids)
-    return tf.reduce_mean(tf.abs(means - _float(features)))
+    per_sample = tf.reduce_mean(tf.abs(means - _float(features)), axis=-1)
+    return _weighted_mean(per_sample, sample_weight)
 
 
 def mahalanobis_loss(features, means, inverse_covariances, feature_masks, cluster_ids=None,
-                     squared=False, epsilon=1e-8):
+                     squared=False, epsilon=1e-8, sample_weight=None):
     """Suzuki et al.'s L_m: Mahalanobis distance of E(G(·, i)) to cluster i, on its own features.
 
     For sample n of cluster i with selected-feature mask m_i (the paper keeps only the n_i − 1
@@ -319,6 +330,7 @@ def mahalanobis_loss(features, means, inverse_covariances, feature_masks, cluste
             row `cluster_ids[n]` is used for sample n.
         squared: return the mean squared distance dᵀ P d instead of the distance.
         epsilon: floor of the squared distance under the square root.
+        sample_weight: optional [N] weights of the samples (as in `cluster_mean_loss`).
 
     Returns:
         Scalar float32 loss.
@@ -336,8 +348,8 @@ def mahalanobis_loss(features, means, inverse_covariances, feature_masks, cluste
     # Round-off (or a slightly indefinite precision matrix) can push the form below zero.
     squared_distance = tf.maximum(squared_distance, 0.0)
     if squared:
-        return tf.reduce_mean(squared_distance)
-    return tf.reduce_mean(tf.sqrt(tf.maximum(squared_distance, epsilon)))
+        return _weighted_mean(squared_distance, sample_weight)
+    return _weighted_mean(tf.sqrt(tf.maximum(squared_distance, epsilon)), sample_weight)
 
 
 def masked_inverse_covariances(covariances, feature_masks, ridge=0.0):

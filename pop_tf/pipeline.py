@@ -10,6 +10,7 @@ out of one work folder.
 """
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import json
@@ -63,84 +64,104 @@ def _write_marker(stage_dir: str, fingerprint: str, paths: dict) -> None:
     os.replace(tmp, os.path.join(stage_dir, MARKER))
 
 
-def _run_synth(config, workdir, dataset):
-    from pop_tf import synth
-    config.synth.output = os.path.join(workdir, "synth")
-    return synth.run(config.synth)
-
-
-def _run_ingest(config, workdir, dataset):
-    from pop_tf.stages import ingest
-    config.ingest.input = dataset
-    config.ingest.output = os.path.join(workdir, "ingest")
-    return ingest.run(config.ingest)
-
-
-def _run_pairs(config, workdir, dataset):
-    from pop_tf.stages import pairs
-    config.pairs.input = os.path.join(workdir, "ingest")
-    config.pairs.output = os.path.join(workdir, "pairs")
-    return pairs.run(config.pairs)
-
-
-def _run_train_ranker(config, workdir, dataset):
-    from pop_tf.stages import train_ranker
-    section = config.train_ranker
-    section.input = os.path.join(workdir, "pairs")
-    section.images = os.path.join(workdir, "ingest")
-    section.output = os.path.join(workdir, "train_ranker")
-    truth = os.path.join(dataset, "truth.jsonl")
-    section.truth = section.truth or (truth if os.path.isfile(truth) else "")
-    return train_ranker.run(section)
-
-
-def _run_score(config, workdir, dataset):
-    from pop_tf.stages import score
-    config.score.input = os.path.join(workdir, "ingest")
-    config.score.model = os.path.join(workdir, "train_ranker", "saved_model")
-    config.score.output = os.path.join(workdir, "score")
-    return score.run(config.score)
-
-
-def _run_cluster(config, workdir, dataset):
-    from pop_tf.stages import cluster
-    config.cluster.input = os.path.join(workdir, "ingest")
-    config.cluster.output = os.path.join(workdir, "cluster")
-    return cluster.run(config.cluster)
-
-
-def _run_train_translator(config, workdir, dataset):
-    from pop_tf.stages import train_translator
-    for key, value in train_translator.workdir_defaults(workdir).items():
-        setattr(config.train_translator, key, value)
-    return train_translator.run(config.train_translator)
-
-
-def _run_evaluate(config, workdir, dataset):
-    from pop_tf.stages import evaluate
-    section = config.evaluate
-    defaults = evaluate.workdir_defaults(workdir)
-    truth = os.path.join(dataset, "truth.jsonl")  # the dataset's, which need not be <workdir>/synth's
-    defaults["truth"] = truth if os.path.isfile(truth) else ""
-    # Paths the preset or --set named stay; the rest point at this work folder's stages.
-    for key, value in defaults.items():
-        if not getattr(section, key):
+def _configure(stage: str, config, workdir: str, dataset: str):
+    """Points the `stage` section of `config` at its places in the work folder; returns the section."""
+    section = getattr(config, stage)
+    if stage == "synth":
+        section.output = os.path.join(workdir, "synth")
+    elif stage in ("ingest", "pairs", "score", "cluster"):
+        reads = {"ingest": dataset, "pairs": os.path.join(workdir, "ingest"),
+                 "score": os.path.join(workdir, "ingest"), "cluster": os.path.join(workdir, "ingest")}
+        section.input, section.output = reads[stage], os.path.join(workdir, stage)
+        if stage == "score":
+            section.model = os.path.join(workdir, "train_ranker", "saved_model")
+    elif stage == "train_ranker":
+        section.input = os.path.join(workdir, "pairs")
+        section.images = os.path.join(workdir, "ingest")
+        section.output = os.path.join(workdir, "train_ranker")
+        truth = os.path.join(dataset, "truth.jsonl")
+        section.truth = section.truth or (truth if os.path.isfile(truth) else "")
+    elif stage == "train_translator":
+        from pop_tf.stages import train_translator
+        for key, value in train_translator.workdir_defaults(workdir).items():
             setattr(section, key, value)
-    return evaluate.run(section)
+    elif stage == "evaluate":
+        from pop_tf.stages import evaluate
+        defaults = evaluate.workdir_defaults(workdir)
+        truth = os.path.join(dataset, "truth.jsonl")  # the dataset's, which need not be <workdir>/synth's
+        defaults["truth"] = truth if os.path.isfile(truth) else ""
+        # Paths the preset or --set named stay; the rest point at this work folder's stages.
+        for key, value in defaults.items():
+            if not getattr(section, key):
+                setattr(section, key, value)
+    elif stage == "export":
+        section.workdir = workdir
+        if config.train_translator.model != "dmit":
+            # the pix2pix generator has no SavedModel of its own (SPEC §7's translator is DMIT's)
+            section.models = [m for m in section.models if m != "translator"]
+    return section
 
 
-def _run_export(config, workdir, dataset):
-    from pop_tf.stages import export
-    config.export.workdir = workdir
-    if config.train_translator.model != "dmit":
-        # the pix2pix generator has no SavedModel of its own (SPEC §7's translator is DMIT's)
-        config.export.models = [m for m in config.export.models if m != "translator"]
-    return export.run(config.export)
+def _run_stage(stage: str, config, workdir: str, dataset: str) -> dict:
+    import importlib
+
+    from pop_tf.stages import staging
+
+    section = _configure(stage, config, workdir, dataset)
+    _check_stage_paths(stage, section)
+    # An older pop_tf left no record of its outputs there; `check_paths` found the folder pop_tf's.
+    staging.adopt(os.path.join(workdir, stage))
+    module = importlib.import_module("pop_tf.synth" if stage == "synth" else f"pop_tf.stages.{stage}")
+    return module.run(section)
 
 
-_RUNNERS = {"synth": _run_synth, "ingest": _run_ingest, "pairs": _run_pairs, "train_ranker": _run_train_ranker,
-            "score": _run_score, "cluster": _run_cluster, "train_translator": _run_train_translator,
-            "evaluate": _run_evaluate, "export": _run_export}
+def _check_stage_paths(stage: str, section) -> None:
+    from pop_tf import paths
+
+    if stage in paths.STAGE_PATHS:
+        paths.check_stage(stage, section)
+    elif stage == "export":
+        from pop_tf.stages import export
+        export.check_paths(section)
+
+
+class StageFolderError(PopTfError):
+    """A stage folder in the work folder holds files an earlier pop_tf run did not write."""
+
+
+def _made_by_pop_tf(stage: str, stage_dir: str) -> bool:
+    """Whether `stage_dir` is empty or was written by a pop_tf stage, so it may be replaced."""
+    from pop_tf import synth
+    from pop_tf.stages import staging
+
+    names = os.listdir(stage_dir) if os.path.isdir(stage_dir) else []
+    if MARKER in names or all(n.startswith((staging.PREFIX, ".export-")) or n == staging.RECORD for n in names):
+        return True
+    if stage == "synth":
+        return not synth.foreign_entries(stage_dir)
+    # Every stage writes its resolved config there, early (training stages) or with its outputs.
+    return staging.written_by_pop_tf(stage_dir, stage)
+
+
+def check_paths(config, workdir: str, dataset: str = None, stages=STAGE_ORDER) -> None:
+    """Refuses, before anything is written, a run whose outputs would overlap its inputs or land
+    in stage folders pop_tf did not write: the dataset and the work folder must lie apart, the
+    export folder apart from both, each stage's paths apart (`pop_tf.paths`), and every existing
+    `<workdir>/<stage>` folder must be pop_tf's (`--from` removes it whole)."""
+    from pop_tf import paths
+
+    if dataset:
+        paths.check_apart({"--workdir": workdir}, {"--dataset": dataset})
+        paths.check_apart({"export.export_dir (--export-dir)": config.export.export_dir}, {"--dataset": dataset})
+    probe = copy.deepcopy(config)
+    for stage in stages:
+        section = _configure(stage, probe, workdir, dataset or os.path.join(workdir, "synth"))
+        _check_stage_paths(stage, section)
+        stage_dir = os.path.join(workdir, stage)
+        if not _made_by_pop_tf(stage, stage_dir):
+            raise StageFolderError(f"{stage_dir} holds files no pop_tf run wrote (no {MARKER} marker or {stage} "
+                                   "config.json), and the run would write into or replace that folder: move it "
+                                   "away or use another --workdir")
 
 
 class WorkdirBusyError(PopTfError):
@@ -180,9 +201,10 @@ def run(config: config_lib.Config, workdir: str, dataset: str = None, until: str
 
     `from_stage` reruns that stage and every later one from scratch, whatever their markers say.
     """
-    _stage_names("--until", until, _RUNNERS)
-    _stage_names("--from", from_stage, _RUNNERS)
+    _stage_names("--until", until, STAGE_ORDER)
+    _stage_names("--from", from_stage, STAGE_ORDER)
     workdir = os.path.abspath(workdir)
+    check_paths(config, workdir, dataset, _stages(dataset, until))
     os.makedirs(workdir, exist_ok=True)
     with _locked(workdir):
         results = _run_stages(config, workdir, dataset, until, from_stage)
@@ -190,10 +212,15 @@ def run(config: config_lib.Config, workdir: str, dataset: str = None, until: str
     return results
 
 
-def _run_stages(config, workdir, dataset, until, from_stage) -> dict:
+def _stages(dataset, until) -> list:
     stages = [s for s in STAGE_ORDER if not (s == "synth" and dataset)]
     if until is not None:
         stages = stages[:stages.index(until) + 1] if until in stages else []
+    return stages
+
+
+def _run_stages(config, workdir, dataset, until, from_stage) -> dict:
+    stages = _stages(dataset, until)
     forced = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):]) if from_stage else set()
     fingerprints, results = {"dataset": os.path.abspath(dataset) if dataset else None}, {}
     for stage in stages:
@@ -211,7 +238,7 @@ def _run_stages(config, workdir, dataset, until, from_stage) -> dict:
                 results[stage] = json.load(f)["outputs"]
         else:
             print(f"[{stage}] running …", file=sys.stderr, flush=True)
-            results[stage] = _RUNNERS[stage](config, workdir, dataset)
+            results[stage] = _run_stage(stage, config, workdir, dataset)
             _write_marker(stage_dir, fingerprint, results[stage])
             print(f"[{stage}] done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
         fingerprints[stage] = fingerprint
@@ -241,8 +268,13 @@ def summary(results: dict) -> str:
     for mode in ("style", "content"):
         if mode in uplift:
             u = uplift[mode]
-            lines.append(f"  {mode} translation unpopular → popular: mean score uplift {u['mean_uplift']:+.3f}, "
+            lines.append(f"  {mode} translation unpopular → popular, pop_tf's ranker: mean score uplift "
+                         f"{u['mean_uplift']:+.3f}, "
                          f"{u['share_improved']:.0%} improved, {u['share_above_1']:.0%} scored above 1 after")
+    if evaluation:
+        from pop_tf.stages import evaluate_attributes
+
+        lines += [f"  {line}" for line in evaluate_attributes.summary_lines(evaluation)]
     if "evaluate" in results:
         lines.append(f"  report: {results['evaluate']['report']}")
     logs = {os.path.dirname(p["logs"]) for p in results.values() if isinstance(p, dict) and p.get("logs")}

@@ -34,6 +34,7 @@ figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #444; }
 img { image-rendering: pixelated; max-width: 100%; border: 1px solid #ddd; }
 ul.how { font-size: 0.9em; color: #333; }
 .note { background: #fff8e1; padding: 0.5em 0.8em; border-left: 3px solid #f0b400; }
+.warning { background: #fdecea; padding: 0.5em 0.8em; border-left: 3px solid #c62828; font-weight: 600; }
 """
 
 
@@ -131,6 +132,10 @@ class Report:
         size = f' style="width: {int(width)}px"' if width else ""
         self._parts.append(f'<figure><img src="{data_uri(image)}" alt="{html.escape(alt, quote=True)}"{size}>'
                            f"{cap}</figure>")
+
+    def extend(self, other: "Report") -> None:
+        """Appends another report's sections (built on the side, e.g. to be placed last)."""
+        self._parts.extend(other._parts)
 
     def render(self) -> str:
         return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

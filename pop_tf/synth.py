@@ -811,6 +811,30 @@ def _jsonl(rows: Sequence[dict]) -> bytes:
 
 
 _OWN_IMAGE = re.compile(r"^p\d+\.(png|jpg)$")
+_OWN_FILES = ("metadata.jsonl", "truth.jsonl", "broken.jsonl", "config.json")
+
+
+def foreign_entries(output: str) -> list:
+    """What `output` holds that synth does not write there (paths relative to it), sorted.
+
+    synth replaces metadata.jsonl and removes p<N>.png/.jpg images an earlier run left behind,
+    so it writes only into a folder that holds nothing else: a new one, or its own earlier output
+    (with the pipeline's completion marker).
+    """
+    from pop_tf.pipeline import MARKER
+    from pop_tf.stages.staging import RECORD
+
+    if not os.path.isdir(output):
+        return []
+    own = {*_OWN_FILES, MARKER, RECORD}
+    foreign = []
+    for name in sorted(os.listdir(output)):
+        path = os.path.join(output, name)
+        if name == "images" and os.path.isdir(path) and not os.path.islink(path):
+            foreign += [f"images/{n}" for n in sorted(os.listdir(path)) if not _OWN_IMAGE.match(n)]
+        elif name not in own and name.removesuffix(".tmp") not in own:
+            foreign.append(name)
+    return foreign
 
 
 def _remove_stale_images(images_dir: str, keep: set) -> None:
@@ -834,6 +858,14 @@ def run(config: SynthConfig) -> dict:
         validate_value(f"synth.{key}", value)
     started = time.perf_counter()
     out = config.output
+    foreign = foreign_entries(out)
+    if foreign:
+        from pop_tf.stages.staging import OutputFolderError
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise OutputFolderError(
+            f"synth.output '{out}' holds {', '.join(repr(n) for n in foreign[:3])}{more}, which synth did not write; "
+            "synth replaces metadata.jsonl and images/p*.png in its folder, so it writes only into a new folder or "
+            "its own earlier output: choose another folder")
     paths = {
         "dataset": out,
         "metadata": os.path.join(out, "metadata.jsonl"),

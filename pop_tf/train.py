@@ -41,6 +41,7 @@ def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
     """
     from pop_tf import config as config_lib
     from pop_tf.errors import PopTfError, report
+    from pop_tf.paths import check_stage
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == model:
@@ -54,6 +55,7 @@ def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
         if args.dry_run:
             print(json.dumps(config_lib.to_dict(section_config), indent=2, sort_keys=True))
             return 0
+        check_stage(section, section_config)
         paths = run(section_config)
     except (PopTfError, OSError) as e:
         return report(f"python -m pop_tf.train {model}", e)

@@ -5,17 +5,24 @@
   when none fits the model it stops instead of training over them, naming the changed settings.
 - `TrainingCallbacks` stops at the first non-finite loss *before* anything saves the bad
   weights, saves a checkpoint every N steps, and ends a resumed run exactly at the planned step.
+- `BestEpoch` keeps the weights of the epoch with the best held-out score and restores them when
+  training ends (a small dataset is overfitted long before the planned step).
 - `ConstantThenLinearDecay` is DMIT's schedule (constant, then linear decay to 0).
 """
 
 import contextlib
+import json
+import logging
 import math
+import os
 import sys
 
 import keras
 import tensorflow as tf
 
 from pop_tf.errors import PopTfError
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(PopTfError):
@@ -64,7 +71,7 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
 
 
 class TrainingCallbacks(keras.callbacks.Callback):
-    """NaN stop, checkpoints every `every` steps and a hard stop at `total_steps`.
+    """NaN stop, checkpoints every `every` steps and at the end, and a hard stop at `total_steps`.
 
     Args:
         manager: the run's CheckpointManager.
@@ -92,6 +99,13 @@ class TrainingCallbacks(keras.callbacks.Callback):
         if step >= self.total_steps:
             self.model.stop_training = True
 
+    def on_train_end(self, logs=None):
+        # Here rather than only after fit(): a callback later in the list (BestEpoch) may load
+        # other weights at train end, and the checkpoint a rerun resumes from must be the last
+        # step's.
+        if self.diverged is None:
+            self.save_final()
+
     def raise_if_diverged(self, stage: str, hint: str) -> None:
         if self.diverged is None:
             return
@@ -105,6 +119,113 @@ class TrainingCallbacks(keras.callbacks.Callback):
         step = int(self.step())
         if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{step}"):
             self.manager.save(checkpoint_number=step)
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best held-out score; restores them when training ends.
+
+    After each epoch whose logs hold `monitor`, an epoch better than every earlier one (`mode`
+    "max" or "min"; an equal value counts as better when `tie_breaker`, a log lower-is-better
+    such as `val_loss`, is lower) writes `checkpoint` to `<directory>/epoch-<n>-step-<s>` and its record to
+    `<directory>/best.json`. `on_train_end` (and `restore()`, for a run that had nothing left to
+    train) reads the best weights back, so what the stage ships is the selected epoch, not the
+    last. The record lives on disk, beside the run's checkpoints, because a killed run that
+    resumes must still compare its epochs with those it trained before the kill.
+
+    Args:
+        checkpoint: a `tf.train.Checkpoint` of the weights to keep (the model, not its
+            optimizers: only these are shipped).
+        directory: where the best weights and `best.json` go.
+        step: a callable returning the global step, recorded with the epoch.
+        monitor: the log to select by (e.g. `val_pairwise_accuracy`).
+        mode: "max" or "min".
+        tie_breaker: a lower-is-better log that decides between equal `monitor` values, or None.
+    """
+
+    STATE = "best.json"
+
+    def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, step, monitor: str, mode: str = "max",
+                 tie_breaker=None):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
+        self.checkpoint, self.directory, self.step = checkpoint, directory, step
+        self.monitor, self.mode, self.tie_breaker = monitor, mode, tie_breaker
+        self.best = self._read_state()
+
+    def _state_path(self) -> str:
+        return os.path.join(self.directory, self.STATE)
+
+    def _read_state(self):
+        try:
+            with open(self._state_path()) as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return None
+        if (state.get("monitor") != self.monitor or "name" not in state
+                or not tf.io.gfile.exists(self._path(state) + ".index")):
+            log.warning("%s names weights that are gone or another selection rule; selection starts over",
+                        self._state_path())
+            return None
+        return state
+
+    def _path(self, state: dict) -> str:
+        # The record names its weights relative to the folder, which may be reached by another path next time.
+        return os.path.join(self.directory, state["name"])
+
+    def reset(self) -> None:
+        """Forgets the epochs of an earlier run (a run that starts from scratch)."""
+        if tf.io.gfile.exists(self.directory):
+            tf.io.gfile.rmtree(self.directory)
+        self.best = None
+
+    def _better(self, value: float, tie) -> bool:
+        if self.best is None:
+            return True
+        best = self.best["value"]
+        if value != best:
+            return value > best if self.mode == "max" else value < best
+        return tie is not None and self.best.get("tie") is not None and tie < self.best["tie"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            return
+        value = float(logs[self.monitor])
+        tie = float(logs[self.tie_breaker]) if self.tie_breaker in logs else None
+        history = (self.best or {}).get("history", [])
+        history = [h for h in history if h["epoch"] < epoch + 1] + [{"epoch": epoch + 1, "value": value, "tie": tie}]
+        if self._better(value, tie):
+            previous = self._path(self.best) if self.best else None
+            step = int(self.step())
+            # The step in the name too: an epoch trained again after a resume never overwrites
+            # the weights the record still names.
+            name = f"epoch-{epoch + 1}-step-{step}"
+            tf.io.gfile.makedirs(self.directory)
+            self.checkpoint.write(os.path.join(self.directory, name))
+            self.best = {"monitor": self.monitor, "tie_breaker": self.tie_breaker, "epoch": epoch + 1,
+                         "step": step, "value": value, "tie": tie, "name": name}
+        else:
+            previous = None
+        self.best["history"] = history
+        # The record names new weights only once they are complete, and the old ones go only after
+        # it no longer names them, so a kill at any point leaves a record and weights that match.
+        with open(self._state_path() + ".tmp", "w") as f:
+            json.dump(self.best, f, indent=2)
+        os.replace(self._state_path() + ".tmp", self._state_path())
+        if previous and previous != self._path(self.best):
+            for old in tf.io.gfile.glob(previous + ".*"):
+                tf.io.gfile.remove(old)
+
+    def on_train_end(self, logs=None):
+        self.restore()
+
+    def restore(self):
+        """Reads the best epoch's weights back; returns its record (None when no epoch was held out)."""
+        if self.best is None:
+            return None
+        self.checkpoint.read(self._path(self.best)).assert_consumed()
+        return self.best
 
 
 @keras.saving.register_keras_serializable(package="pop_tf")

@@ -13,14 +13,17 @@ three random A→A | three random B→B.
 import argparse
 import json
 import os
+import warnings
 
 import numpy as np
 
 from pop_tf.errors import PopTfError, UsageError, report
+from pop_tf.paths import check_apart
 
 GRID_COLUMNS = ("A", "B", "style A→B", "content A→B", "A→A rand 1", "A→A rand 2", "A→A rand 3",
                 "B→B rand 1", "B→B rand 2", "B→B rand 3")
 RANDOM_STYLES = 3
+MAX_FILE_BYTES = 50 * 1024 * 1024  # as ingest's default: a larger file is not a garment photo
 
 
 def translation_grid(model, image_a, image_b, domain_a: str, domain_b: str, seed: int = 0) -> np.ndarray:
@@ -48,14 +51,28 @@ def translation_grid(model, image_a, image_b, domain_a: str, domain_b: str, seed
     return np.concatenate([np.asarray(t) for t in tiles], axis=1)
 
 
-def _read_image(path: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def read_image(path: str, flag: str, max_pixels: int) -> np.ndarray:
+    """uint8 [H, W, 3] of the image file `path`, decoded as ingest decodes (`decode_image`): its
+    size is checked from the header against `max_pixels` (the model's) before any pixel is decoded."""
+    from PIL import Image
 
+    from pop_tf.beam import images
+    from pop_tf.beam.reasons import Rejected
+
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise PopTfError(f"{flag} {path}: the file is larger than {MAX_FILE_BYTES:,} bytes")
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as e:
-        raise PopTfError(f"cannot read image {path}: {e}") from None
+        with warnings.catch_warnings():
+            # decode_image checks the header against max_pixels; PIL's warning would be a second, vaguer line.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = images.decode_image(data, max_pixels=max_pixels, max_file_bytes=MAX_FILE_BYTES, min_side=1,
+                                        max_aspect=float("inf"),
+                                        max_pixels_key="max_pixels in the model's pop_tf.json")
+    except Rejected as e:
+        raise PopTfError(f"{flag} {path}: {e.message}") from None
+    return np.asarray(image)
 
 
 def main(argv=None) -> int:
@@ -74,14 +91,18 @@ def main(argv=None) -> int:
     from pop_tf import serving
 
     try:
-        serving.read_model_card(args.model, expected_kind="translator")
+        check_apart({"--output": args.output}, {"--a": args.image_a, "--b": args.image_b, "--model": args.model})
+        card = serving.read_model_card(args.model, expected_kind="translator")
+        # A model exported before serving limits has none in its card: the export default then.
+        max_pixels = serving.resolve_limits(max_pixels=card.get("limits", {}).get("max_pixels"))["max_pixels"]
+        image_a = read_image(args.image_a, "--a", max_pixels)
+        image_b = read_image(args.image_b, "--b", max_pixels)
         model = tf.saved_model.load(args.model)
         names = [n.decode() for n in model.domains()["names"].numpy()]
         for flag, name in (("--domain-a", args.domain_a), ("--domain-b", args.domain_b)):
             if name not in names:
                 raise UsageError(f"{flag} {name!r} is not a domain of this model; use one of {', '.join(names)}")
-        grid = translation_grid(model, _read_image(args.image_a), _read_image(args.image_b), args.domain_a,
-                                args.domain_b, args.seed)
+        grid = translation_grid(model, image_a, image_b, args.domain_a, args.domain_b, args.seed)
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         Image.fromarray(grid).save(args.output)
     except (PopTfError, OSError) as e:

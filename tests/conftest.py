@@ -17,12 +17,14 @@ TINY = ["synth.num_posts=240", "synth.image_size=48", "synth.num_users=8", "inge
         "train_translator.content_residual_blocks=0", "train_translator.decoder_residual_blocks=1",
         "train_translator.style_blocks=2", "train_translator.image_d_blocks=2",
         "train_translator.content_d_blocks=2", "train_translator.batch_size=2", "train_translator.epochs=1",
+        "train_translator.pix2pix_epochs=1",
         "train_translator.steps_per_epoch=2", "train_translator.checkpoint_every=1",
         "train_translator.num_sample_edges=3", "train_translator.eval_inputs=4",
         "train_translator.eval_samples=3",
         "evaluate.inception_weights=none", "evaluate.lpips_weights=none", "evaluate.num_inputs=3",
         "evaluate.samples_per_input=2", "evaluate.ndb_bins=3", "evaluate.ndb_image_size=8",
-        "evaluate.num_grid_pairs=2", "evaluate.batch_size=8"]
+        "evaluate.num_grid_pairs=2", "evaluate.batch_size=8", "evaluate.attribute_steps=50",
+        "evaluate.attribute_width=8"]
 
 
 def tiny_config(*sets):

@@ -25,7 +25,7 @@ from pop_tf.models import backbones
 from pop_tf.models.clusterer import (ClusterError, ClusterFeatures, ClusterStats, assign, feature_dims,
                                      fit_clusters, mahalanobis)
 from pop_tf.stages import cluster as stage
-from pop_tf.stages import ingest
+from pop_tf.stages import ingest, staging
 
 SIZE = 64  # feature size of every test but the 49-d one
 
@@ -235,7 +235,9 @@ def test_stage_writes_every_output_once(run_stage):
     cfg, paths, posts = run_stage
     for key in ("features", "assignments", "clusters", "clusters_json", "contact_sheet", "saved_model", "config"):
         assert os.path.exists(paths[key]), key
-    assert not [n for n in os.listdir(paths["output"]) if n.startswith(".")]  # no staging left
+    # no staging left; the record of what the stage installed is all
+    assert [n for n in os.listdir(paths["output"]) if n.startswith(".")] == [staging.RECORD]
+    assert set(staging.recorded_outputs(paths["output"])) == set(stage.OWNED_FILES)
     rows = _assignments(paths["assignments"])
     assert sorted(r["post_id"] for r in rows) == sorted(posts)  # every post exactly once
     assert all(r["split"] == posts[r["post_id"]]["split"] for r in rows)

@@ -224,10 +224,10 @@ def test_trainer_and_compile_reject_bad_arguments_by_name():
     with pytest.raises(ValueError, match="compile"):
         model._require_compiled()
     optimizers = dmit.make_optimizers()
-    with pytest.raises(ValueError, match="decoder_optimizer"):
-        model.compile({k: v for k, v in optimizers.items() if k != "decoder_optimizer"})
+    with pytest.raises(ValueError, match="generator_optimizer"):
+        model.compile({k: v for k, v in optimizers.items() if k != "generator_optimizer"})
     with pytest.raises(ValueError, match="separate instance"):
-        model.compile({**optimizers, "decoder_optimizer": optimizers["generator_optimizer"]})
+        model.compile({**optimizers, "content_d_optimizer": optimizers["generator_optimizer"]})
     with pytest.raises(ValueError, match="Unknown optimizer"):
         model.compile({**optimizers, "style_optimizer": keras.optimizers.Adam()})
 
@@ -291,7 +291,36 @@ def test_each_sub_step_changes_only_its_own_networks():
     for name, (step, expected) in steps.items():
         assert _changed_networks(model, step) == expected, name
     iterations = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
-    assert iterations == {k: 1 for k in dmit.OPTIMIZER_NAMES}
+    # The decoder-only and content-encoder-only steps apply the generator's Adam again.
+    assert iterations == {**{k: 1 for k in dmit.OPTIMIZER_NAMES},
+                          "generator_optimizer": dmit.GENERATOR_UPDATES_PER_STEP}
+
+
+def test_sub_steps_share_the_generators_adam_moments():
+    """DMIT's update_model steps the decoder's optimizer a second time: one set of moments."""
+    model = _trainer()
+    batch = model._unpack(_batch(n=1))
+    noise = model._noise(2)
+    optimizer = model.optimizers["generator_optimizer"]
+    decoder_kernel = model.generator.trainable_variables[0]
+    model._generator_step(batch, noise)
+    after_full = np.asarray(optimizer._momentums[optimizer._get_variable_index(decoder_kernel)])
+    model._decoder_step(batch, noise)
+    after_decoder = np.asarray(optimizer._momentums[optimizer._get_variable_index(decoder_kernel)])
+    assert np.abs(after_full).sum() > 0 and not np.array_equal(after_full, after_decoder)
+
+
+def test_learning_rate_schedules_count_training_steps_not_applies():
+    """A shared D (2 applies a step) and the generator (3) decay on the training-step clock."""
+    from pop_tf.training import ConstantThenLinearDecay
+
+    schedule = ConstantThenLinearDecay(1.0, total_steps=100, decay_steps=50)
+    optimizers = dmit.make_optimizers(schedule, share_discriminator=True)
+    for name, applies in (("generator_optimizer", dmit.GENERATOR_UPDATES_PER_STEP),
+                          ("prior_d_optimizer", dmit.SHARED_D_UPDATES_PER_STEP),
+                          ("content_d_optimizer", 1)):
+        optimizers[name].iterations.assign(75 * applies)  # training step 75: half-way down
+        assert float(optimizers[name].learning_rate) == pytest.approx(0.5), name
 
 
 def test_shared_image_discriminator_takes_both_updates_with_one_optimizer():
@@ -356,7 +385,8 @@ def test_fit_one_epoch_logs_every_loss_under_the_default_strategy():
     assert all(np.isfinite(v[0]) for v in history.history.values())
     assert int(model.step_counter.numpy()) == 2
     assert {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()} == {
-        k: 2 for k in dmit.OPTIMIZER_NAMES}
+        **{k: 2 for k in dmit.OPTIMIZER_NAMES},
+        "generator_optimizer": 2 * dmit.GENERATOR_UPDATES_PER_STEP}
     # call() exists so that Keras and tf.distribute can build and run the wrapper model.
     out = model({"image": tf.constant(_batch(n=2)["image_a"]),
                  "label": tf.constant(np.tile(POPULAR_COLOR, (2, 1)))})
@@ -435,6 +465,28 @@ def test_cluster_diversity_terms_update_the_decoder_only_and_leave_the_extractor
     assert fixed.shape == (2, 2, S, S, 3)
 
 
+def test_cluster_losses_judge_only_fakes_in_a_colour_domain():
+    """The clusters are fitted on colour images: an edge-domain fake has no cluster to match."""
+    model, extractor = _cluster_trainer()
+    model.colour_label_index = 3
+    data = _batch(n=2, clusters=True)
+    data["label_a"] = np.stack([UNPOPULAR_COLOR, UNPOPULAR_COLOR])
+    data["label_b"] = np.stack([POPULAR_EDGE, POPULAR_COLOR])
+    batch = model._unpack(data)  # targets: [edge, colour, colour, colour]
+    noise = model._noise(4)
+    losses, _ = model._decoder_losses(batch, noise, training=False)
+    content = model.content_encoder(batch["x"])
+    fakes = model._decode(tf.concat([content] * 2, 0), tf.concat([batch["c_tgt"]] * 2, 0),
+                          tf.concat([noise["z1"], noise["z2"]], 0),
+                          tf.concat([batch["k_tgt"]] * 2, 0), training=False)
+    features = np.asarray(extractor(fakes, training=False))
+    ids = np.concatenate([np.asarray(batch["id_tgt"])] * 2)
+    per_sample = np.abs(np.asarray(model.cluster_means)[ids] - features).mean(axis=1)
+    colour = np.array([0, 1, 1, 1] * 2, bool)
+    assert float(losses["cluster_mean_loss"]) == pytest.approx(per_sample[colour].mean(), rel=1e-4)
+    assert per_sample[colour].mean() != pytest.approx(per_sample.mean(), rel=1e-3)
+
+
 def test_fit_one_step_under_a_two_replica_mirrored_strategy():
     # Two logical CPUs must be configured before TensorFlow starts: run in a fresh process.
     script = textwrap.dedent("""
@@ -453,7 +505,10 @@ def test_fit_one_step_under_a_two_replica_mirrored_strategy():
         assert all(np.isfinite(v[0]) for v in history.history.values()), history.history
         assert set(history.history) == set(model.loss_names), sorted(history.history)
         assert int(model.step_counter.numpy()) == 1
-        assert all(int(o.iterations.numpy()) == 1 for o in model.optimizers.values())
+        from pop_tf.models.dmit import GENERATOR_UPDATES_PER_STEP
+        iterations = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
+        assert iterations.pop("generator_optimizer") == GENERATOR_UPDATES_PER_STEP
+        assert set(iterations.values()) == {1}, iterations
         print("OK", sorted(history.history))
     """)
     here = os.path.dirname(os.path.abspath(__file__))

@@ -121,10 +121,11 @@ def _pix2pix_folder(folder, diversity, clusters="", num_clusters=1, seed=0):
     """A train_translator pix2pix output: generator.weights.h5 and config.json as the stage writes them."""
     os.makedirs(folder)
     keras.utils.set_random_seed(seed)
-    generator = pix2pix.UNetGenerator(S, base_filters=8, num_clusters=num_clusters, noise_dim=8)
-    generator.save_weights(os.path.join(folder, "generator.weights.h5"))
     cfg = config_lib.TranslatorConfig(model="pix2pix", diversity=diversity, image_size=S, base_filters=8,
                                       noise_dim=8, clusters=clusters, output=folder)
+    generator = pix2pix.UNetGenerator(S, base_filters=8, num_clusters=num_clusters, noise_dim=8,
+                                      up_type=cfg.up_type, spectral_normalization=cfg.generator_spectral_norm)
+    generator.save_weights(os.path.join(folder, "generator.weights.h5"))
     config_lib.write_resolved(cfg, folder)
     return generator
 

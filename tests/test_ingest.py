@@ -280,8 +280,9 @@ def test_a_lost_record_fails_the_job_and_installs_nothing(tmp_path, monkeypatch)
 
 
 def test_missing_metadata_and_bad_beam_option(tmp_path):
+    (tmp_path / "dataset").mkdir()
     with pytest.raises(ingest.IngestError, match="no metadata.jsonl or metadata.csv"):
-        ingest.run(_cfg(tmp_path, tmp_path / "out"))
+        ingest.run(_cfg(tmp_path / "dataset", tmp_path / "out"))
     with pytest.raises(BeamOptionError, match="--runnr"):
         ingest.run(_cfg(tmp_path, tmp_path / "out"), ["--runnr=DirectRunner"])
 

@@ -15,7 +15,8 @@ from pop_tf import cli
 from pop_tf import config as config_lib
 from pop_tf import records
 from pop_tf.beam import images, pairing
-from pop_tf.stages import pairs
+from pop_tf.paths import PathOverlapError
+from pop_tf.stages import pairs, staging
 
 DAY = 86400
 T0 = 1_680_000_000  # posting times are unix seconds
@@ -310,7 +311,8 @@ def test_multi_process_runner_and_rerun_with_other_shards(job, tmp_path):
     second = pairs.run(_cfg(ingest_dir, out, num_shards=1, seed=2))
     assert len(second["train"]) == len(second["test"]) == 1  # the 3-shard files are gone
     assert sorted(n for n in os.listdir(out)) == sorted(
-        ["config.json", "stats.json", os.path.basename(second["train"][0]), os.path.basename(second["test"][0])])
+        ["config.json", "stats.json", os.path.basename(second["train"][0]), os.path.basename(second["test"][0]),
+         staging.RECORD])
     assert json.loads(open(second["config"]).read())["seed"] == 2
 
 
@@ -320,7 +322,7 @@ def test_missing_input_and_same_folder_are_one_sentence(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(pairs.PairsError, match="no ingest output"):
         pairs.run(_cfg(tmp_path / "empty", tmp_path / "out"))
-    with pytest.raises(pairs.PairsError, match="must differ"):
+    with pytest.raises(PathOverlapError, match="pairs.output .* is the same place as pairs.input"):
         pairs.run(_cfg(tmp_path / "empty", tmp_path / "empty"))
     with pytest.raises(pairs.PairsError, match="needs an ingest output folder"):
         pairs.run(_cfg("", tmp_path / "out"))

@@ -60,7 +60,7 @@ def test_each_diversity_mode_trains_and_reports_diversity(pairs_workdir, cluster
 def test_rerun_resumes_and_continues_the_step_count(pairs_workdir, cluster_dir, tmp_path, capfd):
     cfg = _cfg(pairs_workdir, cluster_dir, tmp_path / "resume", "train_translator.diversity=ms")
     train_translator.run(cfg)
-    cfg.epochs = 2
+    cfg.pix2pix_epochs = 2
     paths = train_translator.run(cfg)
     assert "resuming from" in capfd.readouterr().err
     assert json.loads(open(paths["metrics"]).read())["steps"] == 4
@@ -156,6 +156,17 @@ def test_domain_pairs_carry_the_posts_domain_and_modality_and_are_seeded(scored_
             np.testing.assert_array_equal(first[key].numpy(), second[key].numpy())
     assert not np.array_equal(other["image_a"].numpy(), batches[0]["image_a"].numpy())
     assert not np.array_equal(batches[0]["image_a"].numpy(), batches[0]["image_b"].numpy())  # independent streams
+
+
+def test_domain_pairs_always_target_another_domain(scored_dir):
+    """DMIT draws the target from D − {E_d(x)}: no row may pair two examples of one domain."""
+    pattern = str(scored_dir / "train-*.tfrecord.gz")
+    combinations = set()
+    for batch in data.domain_pair_dataset(pattern, S, S, 8, seed=3, flip=False).take(12):
+        for label_a, label_b in zip(batch["label_a"].numpy(), batch["label_b"].numpy()):
+            assert not np.array_equal(label_a, label_b)
+            combinations.add((label_a.tobytes(), label_b.tobytes()))
+    assert len(combinations) == 4 * 3  # every ordered pair of different domains occurs
 
 
 def test_domain_pairs_refuse_unscored_records(pairs_workdir):

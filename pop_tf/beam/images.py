@@ -80,6 +80,7 @@ def decode_image(
     max_file_bytes: int = 50 * 1024 * 1024,
     min_side: int = 16,
     max_aspect: float = 8.0,
+    max_pixels_key: str = _KEY_MAX_PIXELS,
 ) -> Image.Image:
     """Decodes untrusted image bytes into an upright RGB image, or explains why it cannot.
 
@@ -94,6 +95,7 @@ def decode_image(
       max_file_bytes: largest allowed file size in bytes (ingest.max_file_bytes).
       min_side: smallest allowed shorter side in pixels (ingest.min_image_side).
       max_aspect: largest allowed ratio of longer to shorter side (ingest.max_aspect_ratio).
+      max_pixels_key: the option a DECOMPRESSION_BOMB sentence names as the limit's source.
 
     Returns:
       A fully loaded PIL image in mode "RGB", independent of `data`.
@@ -117,11 +119,11 @@ def decode_image(
         )
 
     with _strict_truncation():
-        image = _open_supported(data, max_pixels)
+        image = _open_supported(data, max_pixels, max_pixels_key)
         try:
             fmt = image.format
-            _check_geometry(image.size, max_pixels, min_side, max_aspect)
-            _load_pixels(image, fmt, max_pixels)
+            _check_geometry(image.size, max_pixels, min_side, max_aspect, max_pixels_key)
+            _load_pixels(image, fmt, max_pixels, max_pixels_key)
             upright = _exif_upright(image)
         finally:
             # Releases the parser and its reference to `data`; `upright` is an independent copy.
@@ -129,14 +131,14 @@ def decode_image(
     return to_rgb(upright)
 
 
-def _open_supported(data, max_pixels):
+def _open_supported(data, max_pixels, max_pixels_key=_KEY_MAX_PIXELS):
     """Opens `data` lazily with the supported parsers only, or raises the right `Rejected`."""
     try:
         image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
     except Image.DecompressionBombError as e:
         # PIL refuses sizes above 2 * Image.MAX_IMAGE_PIXELS inside Image.open itself, before we
         # ever see `.size`.
-        raise _pil_bomb(data, e, max_pixels) from None
+        raise _pil_bomb(data, e, max_pixels, max_pixels_key) from None
     except UnidentifiedImageError:
         header_error = None
     except Exception as e:  # noqa: BLE001 - any parser failure on a header is a data problem
@@ -149,10 +151,10 @@ def _open_supported(data, max_pixels):
         # Not reachable with today's PIL; guards against a plugin reporting another name.
         image.close()
         header_error = None
-    raise _classify_unopenable(data, header_error, max_pixels)
+    raise _classify_unopenable(data, header_error, max_pixels, max_pixels_key)
 
 
-def _pil_bomb(data, error, max_pixels):
+def _pil_bomb(data, error, max_pixels, max_pixels_key=_KEY_MAX_PIXELS):
     """DECOMPRESSION_BOMB for PIL's own refusal, with the declared size when it can be read."""
     declared = "more pixels than can be decoded safely"
     if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
@@ -164,12 +166,12 @@ def _pil_bomb(data, error, max_pixels):
             declared = f"{int(match.group(1)):,} pixels"
     return Rejected(
         reasons.DECOMPRESSION_BOMB,
-        f"image header says {declared}, above the limit of {max_pixels:,} ({_KEY_MAX_PIXELS}); "
+        f"image header says {declared}, above the limit of {max_pixels:,} ({max_pixels_key}); "
         f"PIL refused to open it as a likely decompression bomb",
     )
 
 
-def _classify_unopenable(data, header_error, max_pixels):
+def _classify_unopenable(data, header_error, max_pixels, max_pixels_key=_KEY_MAX_PIXELS):
     """Builds the `Rejected` for bytes that no supported parser could open."""
     text_kind = _describe_text(data)
     supported = _supported_signature(data)
@@ -187,7 +189,7 @@ def _classify_unopenable(data, header_error, max_pixels):
         with Image.open(io.BytesIO(data)) as other:
             other_format = other.format or "unknown"
     except Image.DecompressionBombError as e:
-        return _pil_bomb(data, e, max_pixels)
+        return _pil_bomb(data, e, max_pixels, max_pixels_key)
     except Exception:  # noqa: BLE001 - lax plugins (e.g. IPTC) raise OSError on random bytes
         other_format = None
     if other_format is not None:
@@ -209,7 +211,7 @@ def _classify_unopenable(data, header_error, max_pixels):
     return Rejected(reasons.NOT_AN_IMAGE, f"the file is not an image: it looks like {what}")
 
 
-def _check_geometry(size, max_pixels, min_side, max_aspect):
+def _check_geometry(size, max_pixels, min_side, max_aspect, max_pixels_key=_KEY_MAX_PIXELS):
     """Rejects by header width/height: pixel bomb, too small, extreme aspect (in that order)."""
     width, height = size
     pixels = width * height
@@ -217,7 +219,7 @@ def _check_geometry(size, max_pixels, min_side, max_aspect):
         raise Rejected(
             reasons.DECOMPRESSION_BOMB,
             f"image header says {width}x{height} = {pixels:,} pixels, above the limit of "
-            f"{max_pixels:,} ({_KEY_MAX_PIXELS})",
+            f"{max_pixels:,} ({max_pixels_key})",
         )
     short, long = min(width, height), max(width, height)
     if short < max(min_side, 1):  # a 0-pixel side is too small whatever the configured minimum
@@ -234,7 +236,7 @@ def _check_geometry(size, max_pixels, min_side, max_aspect):
         )
 
 
-def _load_pixels(image, fmt, max_pixels):
+def _load_pixels(image, fmt, max_pixels, max_pixels_key=_KEY_MAX_PIXELS):
     """Decodes frame 0 fully; any decoder failure is CORRUPT_IMAGE."""
     try:
         image.load()
@@ -242,7 +244,7 @@ def _load_pixels(image, fmt, max_pixels):
         raise Rejected(
             reasons.DECOMPRESSION_BOMB,
             f"the {fmt} image expands to more pixels than can be decoded safely, above the "
-            f"limit of {max_pixels:,} ({_KEY_MAX_PIXELS}); PIL says: {e}",
+            f"limit of {max_pixels:,} ({max_pixels_key}); PIL says: {e}",
         ) from None
     except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, ValueError, zlib.error, ...
         raise Rejected(

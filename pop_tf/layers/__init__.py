@@ -8,6 +8,7 @@ affine weights and epsilon 1e-5 (see `LayerNormalization` here).
 """
 
 from pop_tf.layers.blocks import (
+    UP_TYPES,
     ConvBlock,
     ConvTransposeBlock,
     DownResidualBlock,
@@ -19,6 +20,7 @@ from pop_tf.layers.blocks import (
     spectral_conv2d,
     spectral_conv2d_transpose,
     spectral_dense,
+    upsample,
 )
 from pop_tf.layers.normalization import (
     CentralBiasingInstanceNorm,
@@ -28,6 +30,7 @@ from pop_tf.layers.normalization import (
 from pop_tf.layers.padding import PaddedAveragePooling2D, ReflectionPadding2D
 
 __all__ = [
+    "UP_TYPES",
     "CentralBiasingInstanceNorm",
     "ConvBlock",
     "ConvTransposeBlock",
@@ -44,4 +47,5 @@ __all__ = [
     "spectral_conv2d",
     "spectral_conv2d_transpose",
     "spectral_dense",
+    "upsample",
 ]

@@ -28,7 +28,9 @@ from pop_tf.layers.normalization import (
     InstanceNormalization,
     LayerNormalization,
 )
+from pop_tf.layers import spectral
 from pop_tf.layers.padding import ReflectionPadding2D
+from pop_tf.layers.spectral import spectral_mode
 
 PACKAGE = "pop_tf"
 NORMALIZATIONS = ("instance", "layer", None)
@@ -41,9 +43,7 @@ def normal_initializer(stddev=0.02):
 
 
 def _maybe_spectral(layer, spectral_normalization):
-    if not spectral_normalization:
-        return layer
-    return keras.layers.SpectralNormalization(layer, name=f"sn_{layer.name}")
+    return spectral.wrap(layer, spectral_normalization)
 
 
 def spectral_conv2d(filters, kernel_size, strides=1, padding="valid", use_bias=True,
@@ -236,7 +236,7 @@ class ConvBlock(keras.layers.Layer):
         self.use_bias = bool(use_bias)
         self.normalization = normalization
         self.activation = activation
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
         if padding == 0:
             self.pad = keras.layers.Identity(name="pad")
         elif pad_type == "reflect":
@@ -301,7 +301,7 @@ class ConvTransposeBlock(keras.layers.Layer):
         self.use_bias = bool(use_bias)
         self.normalization = normalization
         self.activation = activation
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
         self.conv = spectral_conv2d_transpose(
             filters, kernel_size, strides=strides, use_bias=use_bias,
             spectral_normalization=spectral_normalization, name="conv_transpose")
@@ -326,6 +326,43 @@ class ConvTransposeBlock(keras.layers.Layer):
             "spectral_normalization": self.spectral_normalization,
         })
         return config
+
+
+UP_TYPES = ("transpose", "nearest")
+
+
+def upsample(x, filters, up_type="transpose", use_bias=True, normalization=None,
+             activation=None, spectral_normalization=True, name="up"):
+    """Doubles the spatial size of a symbolic tensor and maps it to `filters` channels.
+
+    "transpose" is a 4×4/2 transposed conv (DMIT's default `--up_type`, BicycleGAN's "basic");
+    "nearest" is nearest-neighbour ×2 then a 3×3 conv with reflection padding (BicycleGAN's
+    "nearest", DMIT's `--up_type nearest`). The transposed conv's kernel overlaps unevenly at
+    stride 2, so each output pixel parity is made by different taps: early in training that is a
+    per-pixel checkerboard (Odena, Dumoulin, Olah, "Deconvolution and Checkerboard Artifacts",
+    Distill 2016), which the resize-then-conv path cannot produce.
+
+    Args:
+        x: a symbolic [N, H, W, C] tensor.
+        filters: output channels.
+        up_type: "transpose" or "nearest".
+        use_bias: conv bias.
+        normalization: "instance", "layer" or None.
+        activation: "lrelu", a Keras activation name, or None.
+        spectral_normalization: wrap the conv in `SpectralNormalization`.
+        name: the block's name ("<name>_x2" names the resize of "nearest").
+
+    Returns:
+        The symbolic [N, 2H, 2W, filters] output.
+    """
+    _check_choice(up_type, UP_TYPES, "up_type")
+    common = dict(use_bias=use_bias, normalization=normalization,
+                  activation=activation, spectral_normalization=spectral_normalization,
+                  name=name)
+    if up_type == "transpose":
+        return ConvTransposeBlock(filters, 4, strides=2, **common)(x)
+    x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_x2")(x)
+    return ConvBlock(filters, 3, padding=1, pad_type="reflect", **common)(x)
 
 
 def _norm_layer(conditional, normalization, spectral_normalization, name):
@@ -369,7 +406,7 @@ class ResidualBlock(keras.layers.Layer):
         self.activation = activation
         self.dropout_rate = float(dropout_rate)
         self.pad_type = pad_type
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
         self.norm1 = _norm_layer(conditional, normalization, spectral_normalization, "norm1")
         self.norm2 = _norm_layer(conditional, normalization, spectral_normalization, "norm2")
         self.act = make_activation(activation, name="act")
@@ -442,7 +479,7 @@ class DownResidualBlock(keras.layers.Layer):
         self.conditional = bool(conditional)
         self.normalization = normalization
         self.activation = activation
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
         self.norm1 = _norm_layer(conditional, normalization, spectral_normalization, "norm1")
         self.norm2 = _norm_layer(conditional, normalization, spectral_normalization, "norm2")
         self.act1 = make_activation(activation, name="act1")

@@ -9,6 +9,9 @@ PyTorch layers the reference code uses. All expect channels-last input.
 import keras
 from keras import ops
 
+from pop_tf.layers import spectral
+from pop_tf.layers.spectral import spectral_mode
+
 PACKAGE = "pop_tf"
 
 
@@ -165,7 +168,7 @@ class CentralBiasingInstanceNorm(keras.layers.Layer):
     def __init__(self, epsilon=1e-5, spectral_normalization=True, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
         self.instance_norm = InstanceNormalization(epsilon=epsilon, name="instance_norm")
         self.bias_dense = None
 
@@ -181,8 +184,7 @@ class CentralBiasingInstanceNorm(keras.layers.Layer):
         dense = keras.layers.Dense(
             x_shape[-1], kernel_initializer=_normal_002(), bias_initializer="zeros",
             name="bias_dense")
-        if self.spectral_normalization:
-            dense = keras.layers.SpectralNormalization(dense, name="sn_bias_dense")
+        dense = spectral.wrap(dense, self.spectral_normalization, name="sn_bias_dense")
         dense.build(tuple(code_shape))
         self.bias_dense = dense
         self.instance_norm.build(tuple(x_shape))

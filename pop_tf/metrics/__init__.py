@@ -4,6 +4,12 @@
   InceptionV3 feature extractor that produces them.
 - `pop_tf.metrics.ndb`: Number of statistically Different Bins and the Jensen-Shannon divergence
   between k-means bin histograms (Richardson & Weiss 2018).
+- `pop_tf.metrics.kid`: Kernel Inception Distance (unbiased cubic-kernel MMD², Bińkowski et al. 2018).
+- `pop_tf.metrics.precision_recall`: improved precision and recall on k-NN manifolds
+  (Kynkäänniemi et al. 2019).
+- `pop_tf.metrics.feature_diversity`: mean feature distance between samples of one input.
+- `pop_tf.metrics.attributes`: the attribute judge of pop_tf's synthetic data (readings of shape,
+  colour, pattern and sleeve, the true popularity uplift, the `*_synth` figures).
 
 The submodules are not imported here, so that importing the numpy-only maths never loads
 TensorFlow.

@@ -13,14 +13,16 @@ official PyTorch code (Xiaoming-Yu/DMIT, `models/modules/network.py`, `models/ba
 - `ImageDiscriminator` D_x: 2 scales, conditioned on the label through CBIN (not projection),
   hinge loss. `ContentDiscriminator` D_c: on the content tensor, conditioned on the label, LSGAN.
 - `DMITTrainer`: the `keras.Model` whose `train_step` runs DMIT's six updates per iteration, in
-  the official order, each with its own `GradientTape`, variable list and optimizer:
-  D_c, D_prior, D_enc, the full generator (decoder + both encoders), the decoder alone (latent
-  regression + diversity) and the content encoder alone (content reconstruction).
+  the official order, each with its own `GradientTape` and variable list: D_c, D_prior, D_enc
+  (one Adam each), then the full generator (decoder + both encoders), the decoder alone (latent
+  regression + diversity) and the content encoder alone (content reconstruction), all three on
+  the generator's one Adam, so the decoder's and content encoder's moments are shared between
+  their updates as in the official `update_model`.
 
 Batches and domain pairing. The official season-transfer loader yields one image per domain
 and concatenates them, x = [x_A; x_B], with target index `range(-B/2, B/2)`: every image is
 translated to the OTHER image's domain and, for the encoded-style fake, takes the other image's
-style. Here a batch is a dict {"image_a", "label_a", "image_b", "label_b"} of N pairs; the
+style. The two domains of a row always differ (`pop_tf.data.domain_pair_dataset`). Here a batch is a dict {"image_a", "label_a", "image_b", "label_b"} of N pairs; the
 trainer forms x = [image_a; image_b] (2N images), source labels [label_a; label_b] and target
 labels [label_b; label_a] (the "swap"), so one batch row = one image per domain of a domain
 pair, exactly DMIT's batch at N = 1. Labels are attribute vectors (popularity one-hot +
@@ -76,20 +78,27 @@ from keras import ops
 
 from pop_tf import losses as L
 from pop_tf.layers import (
+    UP_TYPES,
     ConvBlock,
-    ConvTransposeBlock,
     DownResidualBlock,
     PaddedAveragePooling2D,
     ResidualBlock,
     spectral_dense,
+    upsample,
 )
+from pop_tf.layers.spectral import spectral_mode
 from pop_tf.models.pix2pix import _as_matrix, _positive_int, _tf_variables, _Untracked
 
 PACKAGE = "pop_tf"
-UP_TYPES = ("transpose", "nearest")
 DIVERSITY_MODES = ("none", "dmit", "ms", "clusters")
 OPTIMIZER_NAMES = ("content_d_optimizer", "prior_d_optimizer", "encoded_d_optimizer",
-                   "generator_optimizer", "decoder_optimizer", "content_encoder_optimizer")
+                   "generator_optimizer")
+# How many times one training step applies each optimizer: the generator's Adam takes the full
+# step, the decoder-only and the content-encoder-only steps (DMIT's `update_model` steps the
+# decoder's and the content encoder's optimizers a second time, so their Adam moments are
+# shared); a shared image discriminator takes both image-D steps.
+GENERATOR_UPDATES_PER_STEP = 3
+SHARED_D_UPDATES_PER_STEP = 2
 
 
 def _check_choice(value, choices, name):
@@ -153,7 +162,7 @@ class ContentEncoder(keras.Model):
         self.num_downsampling = num_downsampling
         self.num_residual = num_residual
         self.input_channels = input_channels
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
         self.content_channels = channels
 
     def get_config(self):
@@ -207,14 +216,18 @@ class StyleEncoder(keras.Model):
         num_blocks: 1 + number of residual blocks (n_style_blocks = 4).
         input_channels: image channels.
         spectral_normalization: wrap every conv and dense in `SpectralNormalization`.
+        normalization: the residual blocks' normalisation, "instance" (DMIT) or None (MUNIT's
+            style encoder: instance norm removes the channel means and variances that carry
+            colour, which the style code must then recover from the shortcuts alone).
         **kwargs: `keras.Model` arguments.
 
     References:
-        DMIT `models/modules/network.py` (`StyleEncoder`, `DownResidualBlock`).
+        DMIT `models/modules/network.py` (`StyleEncoder`, `DownResidualBlock`); Huang et al.,
+        MUNIT, ECCV 2018, Sec. 3 (no normalisation in the style encoder).
     """
 
     def __init__(self, style_dim=8, base_filters=64, num_blocks=4, input_channels=3,
-                 spectral_normalization=True, **kwargs):
+                 spectral_normalization=True, normalization="instance", **kwargs):
         style_dim = _positive_int(style_dim, "style_dim")
         base_filters = _positive_int(base_filters, "base_filters")
         num_blocks = _positive_int(num_blocks, "num_blocks")
@@ -226,7 +239,7 @@ class StyleEncoder(keras.Model):
                       spectral_normalization=spectral_normalization, name="head")(inputs["image"])
         for n in range(1, num_blocks):
             h = DownResidualBlock(min(base_filters * (n + 1), 4 * base_filters),
-                                  normalization="instance", activation="lrelu",
+                                  normalization=normalization, activation="lrelu",
                                   spectral_normalization=spectral_normalization,
                                   name=f"block{n}")(h)
         h = keras.layers.LeakyReLU(negative_slope=0.2, name="lrelu")(h)
@@ -241,7 +254,8 @@ class StyleEncoder(keras.Model):
         self.base_filters = base_filters
         self.num_blocks = num_blocks
         self.input_channels = input_channels
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
+        self.normalization = normalization
 
     def encode(self, images, seed=None, noise=None, training=False):
         """(style, μ, logvar) of `images`, drawing ε from `seed` or using the given `noise`.
@@ -276,6 +290,7 @@ class StyleEncoder(keras.Model):
             "style_dim": self.style_dim, "base_filters": self.base_filters,
             "num_blocks": self.num_blocks, "input_channels": self.input_channels,
             "spectral_normalization": self.spectral_normalization,
+            "normalization": self.normalization,
         }
 
     @classmethod
@@ -353,17 +368,9 @@ class Generator(keras.Model):
         channels = content_channels
         for i in range(num_upsampling):
             channels //= 2
-            if up_type == "transpose":
-                h = ConvTransposeBlock(channels, 4, strides=2, use_bias=False,
-                                       normalization="layer", activation="relu",
-                                       spectral_normalization=spectral_normalization,
-                                       name=f"up{i}")(h)
-            else:
-                h = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_x2")(h)
-                h = ConvBlock(channels, 3, padding=1, pad_type="reflect", use_bias=False,
-                              normalization="layer", activation="relu",
-                              spectral_normalization=spectral_normalization,
-                              name=f"up{i}")(h)
+            h = upsample(h, channels, up_type, use_bias=False, normalization="layer",
+                         activation="relu", spectral_normalization=spectral_normalization,
+                         name=f"up{i}")
         image = ConvBlock(output_channels, 7, padding=3, pad_type="reflect", use_bias=True,
                           activation="tanh", spectral_normalization=spectral_normalization,
                           name="to_image")(h)
@@ -377,7 +384,7 @@ class Generator(keras.Model):
         self.output_channels = output_channels
         self.up_type = up_type
         self.dropout_rate = dropout_rate
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
 
     def get_config(self):
         return {
@@ -528,7 +535,7 @@ class ImageDiscriminator(keras.Model):
         self.num_clusters = num_clusters
         self.input_channels = input_channels
         self.max_filters = max_filters
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
 
     def get_config(self):
         return {
@@ -590,7 +597,7 @@ class ContentDiscriminator(keras.Model):
         self.num_blocks = num_blocks
         self.base_filters = base_filters
         self.max_filters = max_filters
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
 
     def get_config(self):
         return {
@@ -615,7 +622,8 @@ def build_networks(label_dim=4, style_dim=8, base_filters=64, num_downsampling=2
                    content_residual_blocks=4, style_blocks=4, decoder_residual_blocks=6,
                    num_scales=2, image_d_blocks=3, content_d_blocks=5, num_clusters=0,
                    up_type="transpose", dropout_rate=0.0, share_discriminator=False,
-                   image_channels=3, spectral_normalization=True):
+                   image_channels=3, spectral_normalization=True,
+                   generator_spectral_normalization=None, style_normalization="instance"):
     """Builds every DMIT network at the given widths (defaults: the official/paper ones).
 
     Weight initialisation draws from Keras's global seed: call
@@ -638,24 +646,31 @@ def build_networks(label_dim=4, style_dim=8, base_filters=64, num_downsampling=2
         share_discriminator: one image discriminator for prior- and encoded-style fakes
             (`--use_same_dis`); "encoded_discriminator" is then None.
         image_channels: image channels (3).
-        spectral_normalization: spectral normalisation everywhere (DMIT: on).
+        spectral_normalization: spectral normalisation of the discriminators, and of the
+            encoders and decoder unless `generator_spectral_normalization` is given: "keras",
+            "pytorch" or "none" (`pop_tf.layers.spectral`; DMIT: PyTorch's, everywhere).
+        generator_spectral_normalization: the same for the encoders and the decoder.
+        style_normalization: the style encoder's normalisation, "instance" (DMIT) or None.
 
     Returns:
         Dict with "content_encoder", "style_encoder", "generator", "content_discriminator",
         "prior_discriminator" and "encoded_discriminator" (None when shared).
     """
     sn = dict(spectral_normalization=spectral_normalization)
+    g_sn = dict(spectral_normalization=spectral_normalization
+                if generator_spectral_normalization is None else generator_spectral_normalization)
     content_encoder = ContentEncoder(base_filters, num_downsampling, content_residual_blocks,
-                                     input_channels=image_channels, name="content_encoder", **sn)
+                                     input_channels=image_channels, name="content_encoder", **g_sn)
     channels = content_encoder.content_channels
     networks = {
         "content_encoder": content_encoder,
         "style_encoder": StyleEncoder(style_dim, base_filters, style_blocks,
-                                      input_channels=image_channels, name="style_encoder", **sn),
+                                      input_channels=image_channels, name="style_encoder",
+                                      normalization=style_normalization, **g_sn),
         "generator": Generator(label_dim, style_dim, num_clusters, channels,
                                decoder_residual_blocks, num_downsampling, image_channels,
                                up_type=up_type, dropout_rate=dropout_rate, name="generator",
-                               **sn),
+                               **g_sn),
         "content_discriminator": ContentDiscriminator(label_dim, channels, content_d_blocks,
                                                       name="content_discriminator", **sn),
     }
@@ -723,9 +738,45 @@ def make_optimizers(learning_rate=1e-4, beta_1=0.5, beta_2=0.999, share_discrimi
     """
     names = [n for n in OPTIMIZER_NAMES
              if not (share_discriminator and n == "encoded_d_optimizer")]
-    return {name: keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2,
-                                        name=name.replace("_optimizer", "_adam"))
+    updates = {"generator_optimizer": GENERATOR_UPDATES_PER_STEP,
+               "prior_d_optimizer": SHARED_D_UPDATES_PER_STEP if share_discriminator else 1}
+    return {name: keras.optimizers.Adam(
+                PerTrainingStep.wrap(learning_rate, updates.get(name, 1)), beta_1=beta_1,
+                beta_2=beta_2, name=name.replace("_optimizer", "_adam"))
             for name in names}
+
+
+class PerTrainingStep(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule of training steps for an optimizer applied `updates_per_step` times a step.
+
+    A Keras optimizer calls its schedule with its own `iterations`, which counts applies: the
+    generator's Adam is applied three times a DMIT step, so an unwrapped schedule of training
+    steps would start its decay at a third of training and reach 0 at two thirds.
+
+    Args:
+        schedule: a `LearningRateSchedule` over training steps.
+        updates_per_step: the optimizer's applies per training step.
+    """
+
+    def __init__(self, schedule, updates_per_step):
+        self.schedule = schedule
+        self.updates_per_step = _positive_int(updates_per_step, "updates_per_step")
+
+    @classmethod
+    def wrap(cls, learning_rate, updates_per_step):
+        """`learning_rate` itself when it is a constant or the optimizer steps once a step."""
+        if updates_per_step == 1 or not isinstance(
+                learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            return learning_rate
+        return cls(learning_rate, updates_per_step)
+
+    def __call__(self, iterations):
+        return self.schedule(tf.math.floordiv(tf.cast(iterations, tf.int64),
+                                              self.updates_per_step))
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule),
+                "updates_per_step": self.updates_per_step}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,7 +795,7 @@ def _split(tensor, parts):
 
 
 class DMITTrainer(keras.Model):
-    """Trains DMIT: six updates per step, each on its own variables with its own optimizer.
+    """Trains DMIT: six updates per step, each on its own variables (see the module docstring).
 
     Each batch is a dict {"image_a": float [N, S, S, C] in [−1, 1], "label_a": float
     [N, label_dim], "image_b", "label_b"} (plus int "cluster_a", "cluster_b" [N] when the
@@ -817,6 +868,9 @@ class DMITTrainer(keras.Model):
         lambda_m: λ_m for "clusters" (0.2).
         mahalanobis_warmup_steps: steps before L_m is switched on.
         seed: integer seed of the trainer's random draws.
+        colour_label_index: the label coordinate that marks the colour modality: L_d and L_m
+            only judge fakes whose target label has it (the clusters are fitted on colour
+            images, and an edge map's features say nothing about its cluster). None: every fake.
         **kwargs: `keras.Model` arguments (name).
 
     References:
@@ -831,7 +885,7 @@ class DMITTrainer(keras.Model):
                  lambda_reconstruction=10.0, lambda_kl=0.01, lambda_cycle=10.0,
                  lambda_latent=1.0, lambda_content=1.0, lambda_diversity=0.05,
                  lambda_adversarial=1.0, lambda_ms=1.0, lambda_d=5.0, lambda_m=0.2,
-                 mahalanobis_warmup_steps=0, seed=0, **kwargs):
+                 mahalanobis_warmup_steps=0, seed=0, colour_label_index=None, **kwargs):
         super().__init__(**kwargs)
         _check_choice(diversity, DIVERSITY_MODES, "diversity")
         if share_discriminator:
@@ -871,6 +925,8 @@ class DMITTrainer(keras.Model):
         self.mahalanobis_warmup_steps = _positive_int(
             mahalanobis_warmup_steps, "mahalanobis_warmup_steps", 0)
         self.seed = _positive_int(seed, "seed", 0)
+        self.colour_label_index = None if colour_label_index is None else _positive_int(
+            colour_label_index, "colour_label_index", 0)
 
         if diversity == "clusters" and not self.num_clusters:
             raise ValueError(
@@ -980,8 +1036,6 @@ class DMITTrainer(keras.Model):
             "content_d_optimizer": self.content_discriminator.trainable_variables,
             "prior_d_optimizer": self.prior_discriminator.trainable_variables,
             "generator_optimizer": generator_vars,
-            "decoder_optimizer": self.generator.trainable_variables,
-            "content_encoder_optimizer": self.content_encoder.trainable_variables,
         }
         if not self.share_discriminator:
             sets["encoded_d_optimizer"] = self.encoded_discriminator.trainable_variables
@@ -993,8 +1047,7 @@ class DMITTrainer(keras.Model):
         return None if self._optimizers is None else dict(self._optimizers)
 
     def compile(self, content_d_optimizer=None, prior_d_optimizer=None, encoded_d_optimizer=None,
-                generator_optimizer=None, decoder_optimizer=None, content_encoder_optimizer=None,
-                **kwargs):
+                generator_optimizer=None, **kwargs):
         """Sets one optimizer per variable set and builds each on its own variables.
 
         Pass the optimizers by name, or a dict of them as the first argument (e.g.
@@ -1008,16 +1061,15 @@ class DMITTrainer(keras.Model):
                 discriminator updates when `share_discriminator=True`).
             encoded_d_optimizer: updates the encoded-style image discriminator; omit it when
                 shared.
-            generator_optimizer: the full generator step (decoder + both encoders).
-            decoder_optimizer: the decoder-only step.
-            content_encoder_optimizer: the content-encoder-only step.
+            generator_optimizer: the full generator step (decoder + both encoders), and also
+                the decoder-only and content-encoder-only steps, which apply it to a subset of
+                its variables (as DMIT steps those networks' optimizers a second time).
             **kwargs: further `keras.Model.compile` arguments (e.g. `jit_compile`,
                 `steps_per_execution`); `loss` and `metrics` are not used.
         """
         given = dict(content_d_optimizer=content_d_optimizer, prior_d_optimizer=prior_d_optimizer,
                      encoded_d_optimizer=encoded_d_optimizer,
-                     generator_optimizer=generator_optimizer, decoder_optimizer=decoder_optimizer,
-                     content_encoder_optimizer=content_encoder_optimizer)
+                     generator_optimizer=generator_optimizer)
         if isinstance(content_d_optimizer, dict):
             if any(v is not None for k, v in given.items() if k != "content_d_optimizer"):
                 raise ValueError(
@@ -1138,6 +1190,12 @@ class DMITTrainer(keras.Model):
             return None
         return tf.concat(tensors, axis=0)
 
+    def _is_colour(self, labels):
+        """1 for the rows whose label marks a colour image (all rows without `colour_label_index`)."""
+        if self.colour_label_index is None:
+            return tf.ones([tf.shape(labels)[0]], tf.float32)
+        return tf.cast(labels[:, self.colour_label_index] > 0.5, tf.float32)
+
     def _features(self, images):
         extractor = self.feature_extractor
         if isinstance(extractor, keras.layers.Layer):
@@ -1254,9 +1312,11 @@ class DMITTrainer(keras.Model):
         if self.diversity == "clusters":
             features = tf.cast(self._features(fakes), tf.float32)
             ids = tf.concat([batch["id_tgt"]] * draws, 0)
-            l_d = L.cluster_mean_loss(features, self.cluster_means, ids)
+            # The clusters describe colour images: fakes in an edge domain are left out.
+            colour = tf.concat([self._is_colour(c_tgt)] * draws, 0)
+            l_d = L.cluster_mean_loss(features, self.cluster_means, ids, sample_weight=colour)
             l_m = L.mahalanobis_loss(features, self.cluster_means, self.inverse_covariances,
-                                     self.feature_masks, ids)
+                                     self.feature_masks, ids, sample_weight=colour)
             # A tensor comparison, so that switching L_m on does not retrace the step.
             gate = tf.cast(
                 tf.convert_to_tensor(self.step_counter) >= self.mahalanobis_warmup_steps,
@@ -1308,7 +1368,7 @@ class DMITTrainer(keras.Model):
 
     def _require_compiled(self):
         if self._optimizers is None:
-            raise ValueError("Call compile(...) with the six optimizers before training.")
+            raise ValueError("Call compile(...) with the optimizers before training.")
 
     def _update(self, optimizer_name, variables, compute):
         """One optimizer step on `variables` for the objective `compute()` returns.
@@ -1371,15 +1431,16 @@ class DMITTrainer(keras.Model):
                             lambda: self._generator_losses(batch, noise, training=True))
 
     def _decoder_step(self, batch, noise):
-        """Updates the decoder only (decoder_optimizer): latent regression + diversity."""
+        """Updates the decoder only (generator_optimizer on the decoder's variables): latent
+        regression + diversity."""
         self._require_compiled()
-        return self._update("decoder_optimizer", self.generator.trainable_variables,
+        return self._update("generator_optimizer", self.generator.trainable_variables,
                             lambda: self._decoder_losses(batch, noise, training=True))
 
     def _content_encoder_step(self, batch, noise):
-        """Updates the content encoder only (content_encoder_optimizer)."""
+        """Updates the content encoder only (generator_optimizer on its variables)."""
         self._require_compiled()
-        return self._update("content_encoder_optimizer",
+        return self._update("generator_optimizer",
                             self.content_encoder.trainable_variables,
                             lambda: self._content_encoder_losses(batch, noise, training=True))
 

@@ -43,11 +43,13 @@ from keras import ops
 
 from pop_tf import losses as L
 from pop_tf.layers import (
+    UP_TYPES,
     ConvBlock,
-    ConvTransposeBlock,
     PaddedAveragePooling2D,
     SpatialBroadcastConcat,
+    upsample,
 )
+from pop_tf.layers.spectral import spectral_mode
 
 PACKAGE = "pop_tf"
 DIVERSITY_MODES = ("none", "ms", "clusters")
@@ -77,7 +79,8 @@ class UNetGenerator(keras.Model):
     Encoder level i (i = 0 … depth−1), input x_i: concat(x_i, tiled [z, one-hot]) →
     (LeakyReLU 0.2 unless i = 0) → 4×4/2 conv (base_filters·min(2^i, 8)) → instance norm
     (except the outermost and the innermost, whose output is 1×1). Decoder level i: ReLU →
-    4×4/2 transposed conv → instance norm, concatenated with x_i; the outermost ends in tanh.
+    ×2 up-sampling (`up_type`: a 4×4/2 transposed conv, or nearest ×2 + 3×3 conv) → instance
+    norm, concatenated with x_i; the outermost ends in tanh.
     Note that, as in BicycleGAN, the LeakyReLU also acts on the tiled code.
 
     Args:
@@ -92,6 +95,8 @@ class UNetGenerator(keras.Model):
         dropout_rate: dropout in the inner up-sampling levels at full width (pix2pix's
             `--use_dropout` is 0.5; MSGAN's default is off).
         spectral_normalization: wrap every conv in `keras.layers.SpectralNormalization`.
+        up_type: "transpose" (pix2pix's, BicycleGAN's "basic") or "nearest" (BicycleGAN's
+            `--upsample nearest`; no checkerboard, see `pop_tf.layers.upsample`).
         **kwargs: `keras.Model` arguments (name, trainable).
 
     References:
@@ -101,8 +106,10 @@ class UNetGenerator(keras.Model):
 
     def __init__(self, image_size, base_filters=64, num_clusters=10, noise_dim=8,
                  input_channels=3, output_channels=3, depth=None, dropout_rate=0.0,
-                 spectral_normalization=True, **kwargs):
+                 spectral_normalization=True, up_type="transpose", **kwargs):
         image_size = _positive_int(image_size, "image_size", 4)
+        if up_type not in UP_TYPES:
+            raise ValueError(f"up_type must be one of {UP_TYPES}, got {up_type!r}.")
         base_filters = _positive_int(base_filters, "base_filters")
         num_clusters = _positive_int(num_clusters, "num_clusters")
         noise_dim = _positive_int(noise_dim, "noise_dim")
@@ -148,11 +155,11 @@ class UNetGenerator(keras.Model):
         for i in reversed(range(depth)):
             h = keras.layers.ReLU(name=f"up{i}_relu")(x)
             if i == 0:
-                x = ConvTransposeBlock(output_channels, activation="tanh", name="up0",
-                                       **common)(h)
+                x = upsample(h, output_channels, up_type, activation="tanh", name="up0",
+                             **common)
                 break
-            h = ConvTransposeBlock(filters[i - 1], normalization="instance", name=f"up{i}",
-                                   **common)(h)
+            h = upsample(h, filters[i - 1], up_type, normalization="instance", name=f"up{i}",
+                         **common)
             inner_full_width = i < depth - 1 and filters[i] == filters[-1]
             if dropout_rate > 0 and inner_full_width:
                 h = keras.layers.Dropout(dropout_rate, name=f"up{i}_dropout")(h)
@@ -167,7 +174,8 @@ class UNetGenerator(keras.Model):
         self.output_channels = output_channels
         self.depth = depth
         self.dropout_rate = float(dropout_rate)
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
+        self.up_type = up_type
 
     def get_config(self):
         return {
@@ -182,6 +190,7 @@ class UNetGenerator(keras.Model):
             "depth": self.depth,
             "dropout_rate": self.dropout_rate,
             "spectral_normalization": self.spectral_normalization,
+            "up_type": self.up_type,
         }
 
     @classmethod
@@ -268,7 +277,7 @@ class MultiScaleDiscriminator(keras.Model):
         self.input_channels = input_channels
         self.output_channels = output_channels
         self.normalization = normalization
-        self.spectral_normalization = bool(spectral_normalization)
+        self.spectral_normalization = spectral_mode(spectral_normalization)
 
     @staticmethod
     def patch_sizes(image_size, num_scales=2, num_layers=3):

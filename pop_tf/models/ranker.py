@@ -100,21 +100,29 @@ class PopularityRanker(keras.Model):
 
     Args:
         backbone: a Keras model from images to feature vectors (see `build_backbone`).
+        dropout: the rate of a Dropout on the features before the head (0: none; not the
+            paper's). Active in training only; it holds no variables, so checkpoints with and
+            without it are interchangeable.
         **kwargs: standard Model arguments.
 
     Reference:
         Ding et al. 2019, §3.1 (ResNet-50 with a 2048→1 fully connected layer).
     """
 
-    def __init__(self, backbone: keras.Model, **kwargs):
+    def __init__(self, backbone: keras.Model, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
+        self.dropout_rate = float(dropout)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="head_dropout") if self.dropout_rate else None
         # float32 whatever the global policy: under mixed_float16 the scores (and the loss built
         # on their differences) keep float32 range and precision.
         self.head = keras.layers.Dense(1, name="head", dtype="float32")
 
     def call(self, images, training=False):
-        return tf.squeeze(self.head(self.backbone(images, training=training)), axis=-1)
+        features = self.backbone(images, training=training)
+        if self.dropout is not None:
+            features = self.dropout(features, training=training)
+        return tf.squeeze(self.head(features), axis=-1)
 
     @property
     def image_size(self) -> int:
@@ -123,6 +131,7 @@ class PopularityRanker(keras.Model):
     def get_config(self):
         config = super().get_config()
         config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
+        config["dropout"] = self.dropout_rate
         return config
 
     @classmethod
@@ -132,14 +141,15 @@ class PopularityRanker(keras.Model):
 
 
 def build_ranker(backbone: str, weights: str, image_size: int, small_width: int = 32,
-                 mixed_precision: bool = False, name: str = "ranker") -> PopularityRanker:
-    """A built `PopularityRanker` (see `build_backbone` for the arguments).
+                 mixed_precision: bool = False, name: str = "ranker", dropout: float = 0.0) -> PopularityRanker:
+    """A built `PopularityRanker` (see `build_backbone` for the arguments; `dropout` before the head).
 
     With `mixed_precision` the backbone is built under the `mixed_float16` policy
     (`pop_tf.training.precision_policy`); the head is float32 either way.
     """
     with training.precision_policy(mixed_precision):
-        ranker = PopularityRanker(build_backbone(backbone, weights, image_size, small_width), name=name)
+        ranker = PopularityRanker(build_backbone(backbone, weights, image_size, small_width), dropout=dropout,
+                                  name=name)
         ranker(tf.zeros([1, image_size, image_size, 3]))
     return ranker
 
@@ -156,8 +166,14 @@ def pairwise_logits(ranker: PopularityRanker, images_a, images_b, training: bool
     return score_a - score_b
 
 
-def pairwise_loss(targets, logits):
-    """Mean binary cross-entropy of sigmoid(Q) against the targets (1: A more popular)."""
+def pairwise_loss(targets, logits, label_smoothing: float = 0.0):
+    """Mean binary cross-entropy of sigmoid(Q) against the targets (1: A more popular).
+
+    `label_smoothing` s moves the targets to 1 − s/2 and s/2 (Keras's convention), so the loss is
+    smallest at a finite score gap instead of pushing every training pair apart forever.
+    """
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
 
 
@@ -171,12 +187,15 @@ class SiameseRankerTrainer(keras.Model):
 
     Args:
         ranker: the model being trained (its variables are the only ones updated).
+        label_smoothing: see `pairwise_loss`; training only, so the held-out loss stays the plain
+            cross-entropy and comparable across settings.
         **kwargs: standard Model arguments.
     """
 
-    def __init__(self, ranker: PopularityRanker, **kwargs):
+    def __init__(self, ranker: PopularityRanker, label_smoothing: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.ranker = ranker
+        self.label_smoothing = float(label_smoothing)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.Mean(name="pairwise_accuracy")
 
@@ -199,7 +218,7 @@ class SiameseRankerTrainer(keras.Model):
 
     def _compute(self, batch, training: bool):
         logits = pairwise_logits(self.ranker, batch["image_a"], batch["image_b"], training)
-        loss = pairwise_loss(batch["target"], logits)
+        loss = pairwise_loss(batch["target"], logits, self.label_smoothing if training else 0.0)
         correct = tf.cast(tf.equal(tf.cast(logits > 0, tf.float32), batch["target"]), tf.float32)
         return loss, correct
 

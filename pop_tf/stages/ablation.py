@@ -23,6 +23,7 @@ import sys
 
 from pop_tf import config as config_lib
 from pop_tf.errors import PopTfError, report
+from pop_tf.paths import check_stage
 
 STAGE = "ablation"
 
@@ -48,7 +49,7 @@ def run(cfg: config_lib.AblationConfig, translator: config_lib.TranslatorConfig,
         raise config_lib.ConfigError("config key 'ablation.variants' is empty; name some of none, ms, clusters")
     from pop_tf.stages import evaluate, train_translator
 
-    paths = {"variants": {}}
+    variants = {}
     for variant in cfg.variants:
         settings = copy.deepcopy(translator)
         settings.model, settings.diversity = "pix2pix", variant
@@ -56,10 +57,18 @@ def run(cfg: config_lib.AblationConfig, translator: config_lib.TranslatorConfig,
         # Beside the pipeline's own runs (<workdir>/logs), so one TensorBoard shows them all.
         logs = translator.logdir or os.path.join(os.path.dirname(os.path.abspath(cfg.output)), "logs")
         settings.logdir = os.path.join(logs, f"pix2pix_{variant}")
-        print(f"{STAGE}: training pix2pix with diversity={variant} → {settings.output}", file=sys.stderr, flush=True)
-        paths["variants"][variant] = train_translator.run(settings)["metrics"]
+        variants[variant] = settings
     evaluation = dataclasses.replace(evaluation, pix2pix_variants=[variant_folder(cfg.output, v) for v in cfg.variants],
                                      output=os.path.join(cfg.output, "evaluate"))
+    # Every variant's and the evaluation's paths, before the first variant trains.
+    for settings in variants.values():
+        check_stage("train_translator", settings)
+    check_stage("evaluate", evaluation)
+
+    paths = {"variants": {}}
+    for variant, settings in variants.items():
+        print(f"{STAGE}: training pix2pix with diversity={variant} → {settings.output}", file=sys.stderr, flush=True)
+        paths["variants"][variant] = train_translator.run(settings)["metrics"]
     paths.update(evaluate.run(evaluation))
     return paths
 

@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -36,6 +35,7 @@ import numpy as np
 from pop_tf import config as config_lib
 from pop_tf import records
 from pop_tf.errors import PopTfError
+from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging
 
 STAGE = "cluster"
@@ -50,7 +50,8 @@ CONFIG = "config.json"
 # The feature extractor's exact weights: the translator's L_d/L_m must measure G's images with the
 # network that made the cluster statistics (with weights=none it is a seeded random network).
 EXTRACTOR_WEIGHTS = "feature_extractor.weights.h5"
-OWNED_FILES = (FEATURES, ASSIGNMENTS, CLUSTERS_NPZ, CLUSTERS_JSON, CONTACT_SHEET, CONFIG, EXTRACTOR_WEIGHTS)
+OWNED_FILES = (FEATURES, ASSIGNMENTS, CLUSTERS_NPZ, CLUSTERS_JSON, CONTACT_SHEET, CONFIG, EXTRACTOR_WEIGHTS,
+               SAVED_MODEL)
 # Contact sheet layout: square tiles of the ingested image size (at most SHEET_MAX_TILE pixels),
 # SHEET_GAP pixels of white after every row and tile; the first tile of a row is its label.
 SHEET_MAX_TILE = 128
@@ -227,9 +228,8 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
         raise ClusterStageError("cluster needs an ingest output folder (--input or cluster.input)")
     if not cfg.output:
         raise ClusterStageError("cluster needs an output folder (--output or cluster.output)")
+    check_stage(STAGE, cfg)
     output = os.path.abspath(cfg.output)
-    if os.path.abspath(cfg.input) == output:
-        raise ClusterStageError(f"cluster output folder '{output}' must differ from its ingest input folder")
     shards = find_input_shards(cfg.input)
     image_size = _image_size(shards)
     started = time.monotonic()
@@ -295,10 +295,7 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
     config_lib.write_resolved(cfg, staging, CONFIG)
     serving.export_clusterer(model, stats, os.path.join(staging, SAVED_MODEL), config_lib.to_dict(cfg), fingerprint)
 
-    # `install` moves files and replaces owned *files*; the previous SavedModel is a folder, so
-    # it is removed here, after everything new has been written and checked.
-    shutil.rmtree(os.path.join(output, SAVED_MODEL), ignore_errors=True)
-    install(staging, output, owned_names=OWNED_FILES)
+    install(staging, output, owned_names=OWNED_FILES, owner=STAGE)
     print(f"cluster: done in {time.monotonic() - started:.1f}s: {len(train_ids)} train and "
           f"{len(embedded['test'][0])} test posts in {stats.num_clusters} clusters, shares "
           f"{[round(float(s), 3) for s in stats.shares]}", file=sys.stderr, flush=True)

@@ -6,7 +6,9 @@ endpoints of SPEC §7. Export copies each into `<export_dir>/<model>/<v>/`, `<v>
 version as TF Serving expects. A model whose `pop_tf.json` equals that of the newest version
 (same kind, config and training-data fingerprint) is not copied again, so rerunning the pipeline
 does not pile up identical versions. The copy goes to a hidden temporary folder first and is
-renamed into place, so TF Serving never sees half a version.
+renamed into place, so TF Serving never sees half a version. Each copy gets the serving limits of
+`ExportConfig` (`max_pixels`, `max_samples`) in its `assets/limits.tsv` and `pop_tf.json`, so a
+model exported with other limits is a new version.
 """
 
 import json
@@ -18,6 +20,7 @@ import tempfile
 from pop_tf import config as config_lib
 from pop_tf import serving
 from pop_tf.errors import PopTfError
+from pop_tf.paths import check_apart
 
 STAGE = "export"
 # model name → (stage folder in the workdir, kind written in pop_tf.json)
@@ -30,18 +33,24 @@ class ExportError(PopTfError):
 
 
 def _same_model(card_a: dict, card_b: dict) -> bool:
-    keys = ("kind", "config", "data_fingerprint")
+    keys = ("kind", "config", "data_fingerprint", "limits")
     return all(card_a.get(k) == card_b.get(k) for k in keys)
 
 
-def export_model(source: str, base: str, kind: str) -> tuple:
-    """Copies the SavedModel `source` to `base/<next version>`; returns (path, copied?)."""
+def export_model(source: str, base: str, kind: str, limits: dict) -> tuple:
+    """Copies the SavedModel `source` to `base/<next version>` with the serving `limits` (those of
+    them the model has); returns (path, copied?)."""
     card = serving.read_model_card(source, expected_kind=kind)
+    if "limits" not in card:
+        raise ExportError(f"{source} was exported by an older pop_tf without serving limits; run its training "
+                          "stage again with the same settings (it resumes from its last checkpoint and re-exports "
+                          "the model), then export")
+    wanted = serving.model_limits(card, limits)
     version = serving.next_version(base)
     if version > 1:
         newest = os.path.join(base, str(version - 1))
         try:
-            if _same_model(serving.read_model_card(newest), card):
+            if _same_model(serving.read_model_card(newest), {**card, "limits": wanted}):
                 return newest, False
         except PopTfError:
             pass  # a newest version without a readable card is not ours to compare: add a new one
@@ -49,6 +58,7 @@ def export_model(source: str, base: str, kind: str) -> tuple:
     staging = tempfile.mkdtemp(prefix=".export-", dir=base)
     try:
         shutil.copytree(source, os.path.join(staging, "model"))
+        serving.set_limits(os.path.join(staging, "model"), wanted)
         target = os.path.join(base, str(version))
         os.rename(os.path.join(staging, "model"), target)
     finally:
@@ -56,11 +66,29 @@ def export_model(source: str, base: str, kind: str) -> tuple:
     return target, True
 
 
+def check_paths(cfg: config_lib.ExportConfig) -> None:
+    """Refuses an export folder that overlaps the work folder's stage folders (which hold the
+    models it copies, and which `pop-tf run --from` replaces whole) or holds the work folder."""
+    from pop_tf import pipeline
+    from pop_tf.paths import overlap
+
+    # Inside the work folder (beside its stages) is fine; the work folder inside it is not.
+    if overlap(cfg.export_dir, cfg.workdir) in ("same", "input inside"):
+        check_apart({"export.export_dir": cfg.export_dir}, {"export.workdir": cfg.workdir})
+    stage_folders = {f"export.workdir's {stage} folder": os.path.join(cfg.workdir, stage)
+                     for stage in pipeline.STAGE_ORDER}
+    check_apart({"export.export_dir": cfg.export_dir}, stage_folders)
+
+
 def run(cfg: config_lib.ExportConfig) -> dict:
     """Exports every model in `cfg.models`; returns {model: version folder, "manifest": path}."""
     if not cfg.workdir:
         raise config_lib.ConfigError("export needs 'export.workdir' (the pipeline work folder)")
+    for key in ("max_pixels", "max_samples"):  # an ExportConfig built in code skipped config.resolve
+        config_lib.validate_value(f"export.{key}", getattr(cfg, key))
+    check_paths(cfg)
     export_dir = os.path.abspath(cfg.export_dir)
+    limits = {"max_pixels": cfg.max_pixels, "max_samples": cfg.max_samples}
     paths = {}
     for model in cfg.models:
         if model not in SOURCES:
@@ -71,7 +99,7 @@ def run(cfg: config_lib.ExportConfig) -> dict:
         if not os.path.isdir(source):
             raise ExportError(f"no {model} SavedModel at {source}; run the {stage} stage first "
                               f"or leave {model} out of export.models")
-        target, copied = export_model(source, os.path.join(export_dir, model), kind)
+        target, copied = export_model(source, os.path.join(export_dir, model), kind, limits)
         print(f"export: {model} → {target}" + ("" if copied else " (unchanged, kept)"), file=sys.stderr)
         paths[model] = target
     output = os.path.join(cfg.workdir, STAGE)

@@ -31,6 +31,7 @@ from pop_tf.beam import images, metadata, reasons
 from pop_tf.beam.options import pipeline_options
 from pop_tf.beam.reasons import Rejected
 from pop_tf.errors import PopTfError
+from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging
 
 log = logging.getLogger("pop_tf.ingest")
@@ -38,6 +39,7 @@ STAGE = "ingest"
 NAMESPACE = "pop_tf.ingest"
 REJECTS = "rejects.jsonl"
 STATS = "stats.json"
+CONFIG = "config.json"
 SPLITS = ("train", "test")
 
 
@@ -309,6 +311,7 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     if not cfg.output:
         raise IngestError("ingest needs an output folder (--output or ingest.output)")
     options = pipeline_options(beam_args, cfg.runner)  # option typos fail before anything is written
+    check_stage(STAGE, cfg)
     metadata_path = find_metadata(cfg.input)
     output = os.path.abspath(cfg.output)
     staging = make_staging(output)
@@ -356,8 +359,9 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     with open(os.path.join(staging, STATS), "w") as f:
         json.dump(stats, f, indent=2, sort_keys=True)
         f.write("\n")
-    install(staging, output, owned_prefixes=tuple(f"{s}-" for s in SPLITS), owned_names=(REJECTS, STATS))
-    config_lib.write_resolved(cfg, output)
+    config_lib.write_resolved(cfg, staging)
+    install(staging, output, owned_prefixes=tuple(f"{s}-" for s in SPLITS), owned_names=(REJECTS, STATS, CONFIG),
+            owner=STAGE)
     print(f"ingest: done in {stats['seconds']:.1f}s: {accepted} accepted "
           f"(train {stats['per_split']['train']}, test {stats['per_split']['test']}), {rejected} rejected "
           f"{dict(per_reason.most_common())}", file=sys.stderr, flush=True)
@@ -367,7 +371,7 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
         "test": sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith("test-")),
         "rejects": os.path.join(output, REJECTS),
         "stats": os.path.join(output, STATS),
-        "config": os.path.join(output, "config.json"),
+        "config": os.path.join(output, CONFIG),
     }
 
 

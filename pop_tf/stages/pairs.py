@@ -39,6 +39,7 @@ from pop_tf import records
 from pop_tf.beam import pairing
 from pop_tf.beam.options import pipeline_options
 from pop_tf.errors import PopTfError
+from pop_tf.paths import check_stage
 from pop_tf.stages import ingest
 from pop_tf.stages.staging import install, make_staging
 
@@ -247,10 +248,8 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
     if not cfg.output:
         raise PairsError("pairs needs an output folder (--output or pairs.output)")
     options = pipeline_options(beam_args, cfg.runner)  # option typos fail before anything is written
+    check_stage(STAGE, cfg)
     output = os.path.abspath(cfg.output)
-    if FileSystems.get_scheme(cfg.input) in (None, "file") and os.path.abspath(cfg.input) == output:
-        # Pairs' stats.json would replace ingest's in the same folder.
-        raise PairsError(f"pairs output folder '{output}' must differ from its ingest input folder")
     shards = find_input_shards(cfg.input)
     ingest_stats = _read_ingest_stats(cfg.input)
     staging = make_staging(output)
@@ -292,9 +291,9 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
     with open(os.path.join(staging, STATS), "w") as f:
         json.dump(stats, f, indent=2, sort_keys=True)
         f.write("\n")
+    config_lib.write_resolved(cfg, staging)
     install(staging, output, owned_prefixes=tuple(f"{prefix}-" for prefix in OUTPUT_PREFIXES.values()),
-            owned_names=(STATS,))
-    config_lib.write_resolved(cfg, output)
+            owned_names=(STATS, "config.json"), owner=STAGE)
     print(f"pairs: done in {stats['seconds']:.1f}s: {stats['pairs']['train']} train pairs from "
           f"{stats['posts']['train']} posts, {stats['pairs']['test']} test pairs from {stats['posts']['test']} "
           f"posts ({sum(stats['posts_without_user'].values())} posts without user)", file=sys.stderr, flush=True)

@@ -28,6 +28,7 @@ import time
 from pop_tf import config as config_lib
 from pop_tf import records
 from pop_tf.errors import PopTfError
+from pop_tf.paths import check_stage
 from pop_tf.stages import ingest
 from pop_tf.stages.staging import install, make_staging
 
@@ -89,6 +90,7 @@ def run(cfg: config_lib.ScoreConfig) -> dict:
     if not cfg.input or not cfg.model or not cfg.output:
         raise config_lib.ConfigError("score needs 'score.input' (an ingest folder), 'score.model' (a ranker "
                                      "SavedModel) and 'score.output'")
+    check_stage(STAGE, cfg)
     try:
         with open(os.path.join(cfg.input, ingest.STATS)) as f:
             ingest_stats = json.load(f)
@@ -145,7 +147,7 @@ def run(cfg: config_lib.ScoreConfig) -> dict:
         json.dump(stats, f, indent=2, sort_keys=True)
     config_lib.write_resolved(cfg, staging)
     install(staging, cfg.output, owned_prefixes=tuple(f"{s}-" for s in SPLITS),
-            owned_names=(SCORES, STATS, "config.json"))
+            owned_names=(SCORES, STATS, "config.json"), owner=STAGE)
     print(f"score: {sum(sum(c.values()) for c in counts.values())} images; train: {counts['train']}; "
           f"thresholds {low:.3f} / {high:.3f}", file=sys.stderr)
     return {"records": os.path.join(cfg.output, "*-*.tfrecord.gz"), "scores": os.path.join(cfg.output, SCORES),

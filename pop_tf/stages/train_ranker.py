@@ -9,7 +9,11 @@ the output folder:
   which the score stage uses and the export stage versions;
 - `metrics.json` — held-out `pairwise_accuracy` and loss, and, where a truth file exists,
   `kendall_tau` and `spearman` between scores and the hidden intrinsic popularity of the
-  held-out images (`<ingest>/test-*`);
+  held-out images (`<ingest>/test-*`), all of the shipped weights; `selected_epoch`,
+  `selected_step` and `epochs_held_out` (each epoch's held-out accuracy and loss);
+- `best_epoch/` — with `select_epoch=best`, the weights of the epoch with the best held-out
+  pairwise accuracy (ties: lower held-out loss) and `best.json`; the SavedModel, the weights file
+  and metrics.json are of that epoch, the checkpoints of the last step (what a rerun resumes);
 - `config.json` — the resolved config.
 TensorBoard logs (loss, pairwise accuracy, learning rates, scored held-out images) go to
 `<workdir>/logs/train_ranker` unless `logdir` says otherwise. A NaN/Inf loss stops training with
@@ -23,6 +27,7 @@ changed since the run that wrote it (nothing is overwritten).
 """
 
 import json
+import logging
 import math
 import os
 import sys
@@ -33,6 +38,9 @@ from pop_tf.errors import PopTfError
 
 STAGE = "train_ranker"
 METRICS = "metrics.json"
+BEST_EPOCH = "best_epoch"
+
+log = logging.getLogger(__name__)
 
 
 class RankerInputError(PopTfError):
@@ -138,6 +146,9 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     if cfg.truth and not os.path.isfile(cfg.truth):
         raise RankerInputError(f"train_ranker.truth: {cfg.truth} does not exist (leave it empty when the "
                                "dataset has no truth file)")
+    for key in ("dropout", "label_smoothing"):
+        if not 0.0 <= getattr(cfg, key) < 1.0:
+            raise config_lib.ConfigError(f"config key 'train_ranker.{key}': {getattr(cfg, key)!r} must be in [0, 1)")
 
     import keras
     import tensorflow as tf
@@ -153,8 +164,8 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     keras.utils.set_random_seed(cfg.seed)
 
     ranker = ranker_lib.build_ranker(cfg.backbone, cfg.weights, cfg.image_size, cfg.small_width,
-                                     mixed_precision=cfg.mixed_precision)
-    trainer = ranker_lib.SiameseRankerTrainer(ranker)
+                                     mixed_precision=cfg.mixed_precision, dropout=cfg.dropout)
+    trainer = ranker_lib.SiameseRankerTrainer(ranker, label_smoothing=cfg.label_smoothing)
     steps_per_epoch = cfg.steps_per_epoch or max(1, num_train // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     trainer.compile(_optimizer(cfg, cfg.backbone_learning_rate, total_steps),
@@ -180,8 +191,18 @@ def run(cfg: config_lib.RankerConfig) -> dict:
         if images_dir and tf.io.gfile.glob(os.path.join(images_dir, "test-*.tfrecord.gz")) else None
     control = training.TrainingCallbacks(manager, lambda: trainer.backbone_optimizer.iterations,
                                          cfg.checkpoint_every, total_steps)
+    selection = None
+    if cfg.select_epoch == "best" and has_test:
+        selection = training.BestEpoch(tf.train.Checkpoint(ranker=ranker), os.path.join(cfg.output, BEST_EPOCH),
+                                       lambda: trainer.backbone_optimizer.iterations, "val_pairwise_accuracy",
+                                       "max", tie_breaker="val_loss")
+        if not restored:
+            selection.reset()
+    elif cfg.select_epoch == "best":
+        log.warning("train_ranker: no held-out pairs to select an epoch by; the last epoch's weights are kept")
     tensorboard = keras.callbacks.TensorBoard(logdir, update_freq=max(1, cfg.checkpoint_every // 4))
-    callbacks = [control, _summaries(trainer, logdir, preview), tensorboard]
+    # `control` before `selection`: the last step is checkpointed before the best epoch is loaded.
+    callbacks = [control, *([selection] if selection else []), _summaries(trainer, logdir, preview), tensorboard]
     test_steps = math.ceil(int(pair_stats["pairs"].get("test", 0)) / cfg.batch_size) or None
     if start_step < total_steps:
         trainer.fit(train, epochs=cfg.epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
@@ -190,8 +211,19 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     control.raise_if_diverged(STAGE, "Lower train_ranker.backbone_learning_rate/head_learning_rate")
     control.save_final()
     final_step = int(trainer.backbone_optimizer.iterations)
+    # fit() loads the best epoch when it ends; a rerun with nothing left to train loads it here.
+    best = selection.restore() if selection else None
 
-    metrics = {"steps": final_step, "train_pairs": num_train}
+    metrics = {"steps": final_step, "train_pairs": num_train, "select_epoch": cfg.select_epoch if best else "last"}
+    if best:
+        metrics.update({"selected_epoch": best["epoch"], "selected_step": best["step"],
+                        "epochs_held_out": [{"epoch": h["epoch"], "pairwise_accuracy": h["value"], "loss": h["tie"]}
+                                            for h in best["history"]]})
+        log.info("train_ranker: selected epoch %d (step %d of %d): held-out pairwise accuracy %.3f, loss %.3f; "
+                 "per epoch: %s", best["epoch"], best["step"], final_step, best["value"], best["tie"],
+                 ", ".join(f"{h['epoch']}: {h['value']:.3f}" for h in best["history"]))
+    else:
+        metrics["selected_epoch"] = max(1, math.ceil(final_step / steps_per_epoch))
     if test is not None:
         evaluation = trainer.evaluate(test, steps=test_steps, verbose=0, return_dict=True)
         metrics.update({"pairwise_accuracy": float(evaluation["pairwise_accuracy"]),
@@ -208,7 +240,9 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     os.replace(metrics_path + ".tmp", metrics_path)
     summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()
                         if k in ("pairwise_accuracy", "kendall_tau", "spearman"))
-    print(f"train_ranker: {final_step} steps; held-out {summary}; SavedModel in {saved_model}", file=sys.stderr)
+    chosen = f"epoch {metrics['selected_epoch']} selected" if best else "last epoch kept"
+    print(f"train_ranker: {final_step} steps, {chosen}; held-out {summary}; SavedModel in {saved_model}",
+          file=sys.stderr)
     return {"metrics": metrics_path, "saved_model": saved_model, "checkpoints": manager.directory,
             "weights": os.path.join(cfg.output, "ranker.weights.h5"), "logs": logdir,
             "config": os.path.join(cfg.output, "config.json")}

@@ -16,8 +16,11 @@ published (DMIT keeps its own diversity term), ms adds MSGAN's mode seeking (rep
 term), clusters also reads the cluster stage's statistics, assignments and exact feature
 extractor E (`<clusters>/`, `cluster.load_outputs`); without cluster conditioning (none, ms)
 pix2pix gets a single constant cluster, which is the same as none.
-Both use Adam (`learning_rate`, `beta_1`, `beta_2`), constant then linear decay over the last
-`decay_epochs` epochs (`pop_tf.training.ConstantThenLinearDecay`).
+Both use Adam (`beta_1`, `beta_2`), constant then linear decay over the last epochs
+(`pop_tf.training.ConstantThenLinearDecay`), each on its own schedule: DMIT `epochs`,
+`decay_epochs`, `learning_rate` (DMIT's 100 + 100 at 1e-4); pix2pix `pix2pix_epochs`,
+`pix2pix_decay_epochs`, `pix2pix_learning_rate` (Suzuki et al.'s 400 epochs without decay, at
+MSGAN's 2e-4). `steps_per_epoch` fixes an epoch's length whatever the dataset's size.
 
 Writes into the output folder: `checkpoints/` (every `checkpoint_every` steps; a rerun resumes
 the newest readable one and continues its step count; a NaN/Inf loss stops with the step, the
@@ -131,9 +134,11 @@ def _build_pix2pix(cfg, num_clusters, cluster_args, total_steps):
 
     keras.utils.set_random_seed(cfg.seed)
     generator = pix2pix.UNetGenerator(cfg.image_size, base_filters=cfg.base_filters, num_clusters=num_clusters,
-                                      noise_dim=cfg.noise_dim)
+                                      noise_dim=cfg.noise_dim, up_type=cfg.up_type,
+                                      spectral_normalization=cfg.generator_spectral_norm)
     discriminator = pix2pix.MultiScaleDiscriminator(num_scales=cfg.num_scales, base_filters=cfg.base_filters,
-                                                    num_layers=cfg.discriminator_layers, num_clusters=num_clusters)
+                                                    num_layers=cfg.discriminator_layers, num_clusters=num_clusters,
+                                                    spectral_normalization=cfg.spectral_norm)
     return pix2pix.ClusterPix2Pix(
         generator, discriminator, diversity=cfg.diversity, lambda_l1=cfg.lambda_l1, lambda_ms=cfg.lambda_ms,
         lambda_d=cfg.lambda_d, lambda_m=cfg.lambda_m, seed=cfg.seed,
@@ -166,6 +171,13 @@ def _check_pix2pix_sizes(cfg) -> None:
                                      f"({cfg.discriminator_layers}) or num_scales ({cfg.num_scales})")
 
 
+def schedule_of(cfg) -> tuple:
+    """(epochs, decay_epochs, learning_rate) of the configured model: DMIT's or pix2pix's own."""
+    if cfg.model == "dmit":
+        return cfg.epochs, cfg.decay_epochs, cfg.learning_rate
+    return cfg.pix2pix_epochs, cfg.pix2pix_decay_epochs, cfg.pix2pix_learning_rate
+
+
 def dmit_diversity(cfg) -> str:
     """`DMITTrainer`'s diversity mode for the config: none = DMIT as published (its own term)."""
     if cfg.diversity == "none":
@@ -190,14 +202,17 @@ def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_step
             style_blocks=cfg.style_blocks, decoder_residual_blocks=cfg.decoder_residual_blocks,
             num_scales=cfg.num_scales, image_d_blocks=cfg.image_d_blocks, content_d_blocks=cfg.content_d_blocks,
             num_clusters=num_clusters, up_type=cfg.up_type, dropout_rate=cfg.dropout_rate,
-            share_discriminator=cfg.share_discriminator)
+            share_discriminator=cfg.share_discriminator, spectral_normalization=cfg.spectral_norm,
+            generator_spectral_normalization=cfg.generator_spectral_norm,
+            style_normalization=None if cfg.style_normalization == "none" else cfg.style_normalization)
     return dmit.DMITTrainer(
         **networks, share_discriminator=cfg.share_discriminator, diversity=dmit_diversity(cfg),
         lambda_reconstruction=cfg.lambda_rec, lambda_kl=cfg.lambda_kl, lambda_cycle=cfg.lambda_cycle,
         lambda_latent=cfg.lambda_latent, lambda_content=cfg.lambda_content,
         lambda_diversity=cfg.lambda_diversity, lambda_adversarial=cfg.lambda_adversarial, lambda_ms=cfg.lambda_ms,
         lambda_d=cfg.lambda_d, lambda_m=cfg.lambda_m, seed=cfg.seed,
-        mahalanobis_warmup_steps=int(round(cfg.mahalanobis_warmup * total_steps)), **(cluster_args or {}))
+        mahalanobis_warmup_steps=int(round(cfg.mahalanobis_warmup * total_steps)),
+        colour_label_index=len(data.POPULARITIES) + data.MODALITIES.index("color"), **(cluster_args or {}))
 
 
 def compile_dmit(trainer, cfg, learning_rate) -> None:
@@ -278,7 +293,8 @@ def dmit_grid(trainer, rows: dict, seed: int):
 
 
 # The options the ablations vary: TensorBoard's HParams tab lines up runs by these.
-HPARAMS = ("model", "diversity", "image_size", "base_filters", "batch_size", "epochs", "learning_rate", "lambda_ms",
+HPARAMS = ("model", "diversity", "image_size", "base_filters", "batch_size", "epochs", "learning_rate",
+           "pix2pix_epochs", "pix2pix_learning_rate", "up_type", "generator_spectral_norm", "lambda_ms",
            "lambda_d", "lambda_m", "lambda_rec", "lambda_kl", "lambda_diversity", "seed")
 
 
@@ -345,9 +361,9 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     output = os.path.abspath(cfg.output)
     logdir = cfg.logdir or os.path.join(os.path.dirname(output), "logs", os.path.basename(output))
     steps_per_epoch = cfg.steps_per_epoch or max(1, num_train // cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    schedule = training.ConstantThenLinearDecay(cfg.learning_rate, total_steps,
-                                                min(cfg.decay_epochs, cfg.epochs) * steps_per_epoch)
+    epochs, decay_epochs, learning_rate = schedule_of(cfg)
+    total_steps = epochs * steps_per_epoch
+    schedule = training.ConstantThenLinearDecay(learning_rate, total_steps, min(decay_epochs, epochs) * steps_per_epoch)
     pattern = os.path.join(cfg.input, "train-*.tfrecord.gz")
 
     if is_dmit:
@@ -367,8 +383,8 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
         preview_edges, _ = _held_out(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges)
         make_grid = lambda: sample_grid(trainer, preview_edges, cfg.seed)  # noqa: E731
         grid_title = "samples (edges, then one row per cluster)"
-    # The optimizer of the full generator step counts the training steps in both models.
-    step = (lambda: trainer.optimizer.iterations) if is_dmit else (lambda: trainer.g_optimizer.iterations)
+    # DMIT's generator Adam is applied three times a step, so its trainer counts the steps itself.
+    step = (lambda: trainer.step_counter) if is_dmit else (lambda: trainer.g_optimizer.iterations)
     checkpoint = tf.train.Checkpoint(model=trainer, **optimizers)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.output, "checkpoints"), max_to_keep=3)
     restored = training.restore_newest(checkpoint, manager, STAGE, changed)
@@ -379,7 +395,8 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
 
     if is_dmit:
         train = data.domain_pair_dataset(pattern, stored_size, cfg.image_size, cfg.batch_size,
-                                         seed=cfg.seed + start_step, flip=cfg.flip, cluster_of=cluster_of)
+                                         seed=cfg.seed + start_step, flip=cfg.flip, cluster_of=cluster_of,
+                                         modalities=tuple(cfg.modalities))
     else:
         train = data.edge_to_image_dataset(pattern, stored_size, cfg.image_size, cfg.batch_size,
                                            seed=cfg.seed + start_step, flip=cfg.flip, cluster_of=cluster_of)
@@ -395,7 +412,7 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     callbacks = [control, SampleGrid(), keras.callbacks.TensorBoard(logdir, update_freq=max(1, cfg.checkpoint_every // 4))]
     losses = {}
     if start_step < total_steps:
-        history = trainer.fit(train, epochs=cfg.epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
+        history = trainer.fit(train, epochs=epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
                               steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=training.progress_verbosity())
         losses = {name: float(values[-1]) for name, values in history.history.items() if values}
     control.raise_if_diverged(STAGE, "Lower train_translator.learning_rate")
