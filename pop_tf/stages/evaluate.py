@@ -54,6 +54,7 @@ import numpy as np
 
 from pop_tf import config as config_lib
 from pop_tf.errors import PopTfError, report
+from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging
 
 STAGE = "evaluate"
@@ -801,6 +802,7 @@ def _write_tensorboard(ctx: _Context, logdir: str) -> None:
 def run(cfg: config_lib.EvaluateConfig) -> dict:
     """Evaluates the translator and/or the pix2pix variants; returns the artifact paths."""
     _check_config(cfg)
+    check_stage(STAGE, cfg)
     stats = _score_stats(cfg.input)
     started = time.monotonic()
     import keras

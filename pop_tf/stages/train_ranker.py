@@ -35,6 +35,7 @@ import time
 
 from pop_tf import config as config_lib
 from pop_tf.errors import PopTfError
+from pop_tf.paths import check_stage
 
 STAGE = "train_ranker"
 METRICS = "metrics.json"
@@ -134,6 +135,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     if not cfg.input or not cfg.output:
         raise config_lib.ConfigError("train_ranker needs 'train_ranker.input' (a pairs folder) and "
                                      "'train_ranker.output'")
+    check_stage(STAGE, cfg)
     stats_path = os.path.join(cfg.input, "stats.json")
     if not os.path.isfile(stats_path):
         raise RankerInputError(f"{cfg.input} is not a pairs output folder (no stats.json); run `pop-tf pairs` first")

@@ -45,6 +45,7 @@ import time
 
 from pop_tf import config as config_lib
 from pop_tf.errors import PopTfError
+from pop_tf.paths import check_stage
 
 STAGE = "train_translator"
 METRICS = "metrics.json"
@@ -330,6 +331,7 @@ def _write_json(path: str, value: dict) -> None:
 def run(cfg: config_lib.TranslatorConfig) -> dict:
     """Trains (or resumes) the translator; returns the artifact paths."""
     _check_config(cfg)
+    check_stage(STAGE, cfg)
     is_dmit = cfg.model == "dmit"
     stored_size, num_train = _scored_input(cfg.input) if is_dmit else _stored_size(cfg.input)
     if num_train < cfg.batch_size:
