@@ -181,6 +181,7 @@ def test_paper_preset_builds_every_model_and_runs_one_step_of_each_stage(tmp_pat
         "train_translator.eval_samples=2", "train_translator.num_sample_edges=2",
         "evaluate.inception_weights=none", "evaluate.lpips_weights=none", "evaluate.num_inputs=2",
         "evaluate.samples_per_input=2", "evaluate.ndb_bins=2", "evaluate.max_images=2",
+        "evaluate.attribute_steps=50", "evaluate.attribute_width=8",
         f"export.export_dir={tmp_path / 'serving'}"])
     assert (config.train_ranker.backbone, config.train_translator.base_filters) == ("resnet50", 64)
     assert (config.train_translator.lambda_rec, config.train_translator.decoder_residual_blocks) == (10.0, 6)
