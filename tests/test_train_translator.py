@@ -84,7 +84,8 @@ def test_clusters_mode_needs_a_cluster_folder(pairs_workdir, tmp_path):
     cfg = _cfg(pairs_workdir, "", tmp_path / "o", "train_translator.diversity=clusters")
     with pytest.raises(config_lib.ConfigError, match="train_translator.clusters"):
         train_translator.run(cfg)
-    cfg.clusters = str(tmp_path)
+    (tmp_path / "empty").mkdir()  # beside the output: a folder containing it is refused as an overlap
+    cfg.clusters = str(tmp_path / "empty")
     with pytest.raises(cluster.ClusterStageError, match="not a complete cluster output"):
         train_translator.run(cfg)
 
