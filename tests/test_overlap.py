@@ -262,7 +262,12 @@ def test_an_export_folder_overlapping_the_work_folders_stages_is_refused(variant
 
 
 def test_an_export_folder_inside_the_work_folder_but_apart_from_its_stages_is_fine(tmp_path):
-    export.check_paths(config_lib.ExportConfig(workdir=str(tmp_path / "w"), export_dir=str(tmp_path / "w" / "saved")))
+    # check_paths raises PathOverlapError on a refusal; returning None is the acceptance.
+    assert export.check_paths(
+        config_lib.ExportConfig(workdir=str(tmp_path / "w"), export_dir=str(tmp_path / "w" / "saved"))) is None
+    with pytest.raises(paths.PathOverlapError):
+        export.check_paths(config_lib.ExportConfig(workdir=str(tmp_path / "w"),
+                                                   export_dir=str(tmp_path / "w" / "score")))
 
 
 # --------------------------------------------------------------------------------- translate
