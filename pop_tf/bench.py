@@ -1,8 +1,8 @@
 """`pop-tf bench`: measured speed figures, printed and optionally written as JSON.
 
 Every TensorFlow figure comes with the matmul GFLOP/s measured in the same run (`matmul`, and
-`matmul_float16` under `--mixed-precision`), so it can be read as a fraction of this machine's
-peak; each workload is warmed up (2 calls, which also trace it), then timed `--repeats` times
+`matmul_bfloat16` / `matmul_float16` when `--precision` names that policy), so it can be read as
+a fraction of this machine's peak in the precision it ran in; each workload is warmed up (2 calls, which also trace it), then timed `--repeats` times
 (median, min, max). FLOPs of a training step are the TF profiler's FLOP statistics summed over
 the traced step graph (forward, backward and optimizer ops of every update; `_graph_flops`).
 - `matmul`: 4096² float32 matmul GFLOP/s.
@@ -20,7 +20,10 @@ the traced step graph (forward, backward and optimizer ops of every update; `_gr
 - `input`: decoded, augmented pair batches/s from the pair TFRecords (`--pairs DIR`, default a
   small synthetic set); with `ranker` in the same run also `ratio_to_ranker_step`, the pairs/s
   the pipeline delivers over the pairs/s the train step consumes (the issue asks ≥ 10).
-`--mixed-precision` and `--jit` apply to the `ranker` and `translator` train steps.
+`--precision` (comma-separated `pop_tf.precision` policies: none, float16, bfloat16, auto; default
+none) runs `ranker`, `translator`, `serving` and `sample` once per policy: the float32 rows keep
+their plain names, the others get the policy as a suffix (`ranker_train_step_bfloat16`) and a
+`speedup` over the float32 row of the same run. `--jit` applies to the two train steps.
 
 `--what ingest` times the Beam ingest job against a plain single-process loop that does the same
 per-image work (read, decode, pad/resize, edge map, hashes, PNG encode, TFRecord write) on the
@@ -184,18 +187,18 @@ def _time_train_step(train_step, batch, repeats: int, jit: bool) -> dict:
     return timing
 
 
-def bench_ranker(backbone: str, size: int, batch: int, repeats: int, jit: bool, mixed_precision: bool) -> dict:
+def bench_ranker(backbone: str, size: int, batch: int, repeats: int, jit: bool, precision: str = "none") -> dict:
     import keras
     import tensorflow as tf
 
-    from pop_tf import training
+    from pop_tf import precision as precision_lib
     from pop_tf.models import ranker as ranker_lib
 
     keras.utils.set_random_seed(0)
-    ranker = ranker_lib.build_ranker(backbone, "none", size, mixed_precision=mixed_precision)
+    ranker = ranker_lib.build_ranker(backbone, "none", size, mixed_precision=precision)
     trainer = ranker_lib.SiameseRankerTrainer(ranker)
-    trainer.compile(training.loss_scaled(keras.optimizers.Adam(1e-5), mixed_precision),
-                    training.loss_scaled(keras.optimizers.Adam(1e-4), mixed_precision))
+    trainer.compile(precision_lib.loss_scaled(keras.optimizers.Adam(1e-5), precision),
+                    precision_lib.loss_scaled(keras.optimizers.Adam(1e-4), precision))
     trainer.build_optimizers()
     rng = tf.random.stateless_uniform([2, batch, size, size, 3], seed=[0, 3], maxval=256, dtype=tf.int32)
     batch_data = {"image_a": tf.cast(rng[0], tf.uint8), "image_b": tf.cast(rng[1], tf.uint8),
@@ -208,9 +211,9 @@ def bench_ranker(backbone: str, size: int, batch: int, repeats: int, jit: bool, 
     return timing
 
 
-def translator_config(size: int, sets: list, jit: bool, mixed_precision: bool):
+def translator_config(size: int, sets: list, jit: bool):
     """The `TranslatorConfig` benchmarked: the official DMIT options, then `sets` (train_translator
-    keys), then `--size` and the speed flags.
+    keys), then `--size` and `--jit` (`--precision` replaces `mixed_precision` per run).
 
     Raises:
         config_lib.ConfigError: a key of another section, or a config no DMIT can be built from
@@ -226,8 +229,7 @@ def translator_config(size: int, sets: list, jit: bool, mixed_precision: bool):
     if cfg.model != "dmit" or cfg.diversity == "clusters":
         raise config_lib.ConfigError("--set: the translator bench runs DMIT (train_translator.model=dmit) with "
                                      "diversity none or ms (clusters needs a cluster stage's output)")
-    cfg = dataclasses.replace(cfg, image_size=size, jit_compile=cfg.jit_compile or jit,
-                              mixed_precision=cfg.mixed_precision or mixed_precision)
+    cfg = dataclasses.replace(cfg, image_size=size, jit_compile=cfg.jit_compile or jit)
     train_translator._check_dmit_sizes(cfg)
     return cfg
 
@@ -265,14 +267,15 @@ def _compare_serving(calls: dict, images: int, repeats: int, saved_model: str, k
     return results
 
 
-def bench_serving(backbone: str, size: int, batch: int, repeats: int) -> dict:
+def bench_serving(backbone: str, size: int, batch: int, repeats: int, precision: str = "none") -> dict:
+    """The ranker's `score` endpoint (what the score stage calls) of a ranker built under `precision`."""
     import numpy as np
     import tensorflow as tf
 
     from pop_tf import serving
     from pop_tf.models import ranker as ranker_lib
 
-    ranker = ranker_lib.build_ranker(backbone, "none", size)
+    ranker = ranker_lib.build_ranker(backbone, "none", size, mixed_precision=precision)
     images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype(np.uint8)
     keras_forward = tf.function(lambda x: ranker(tf.cast(x, tf.float32) / 255.0, training=False))
     with tempfile.TemporaryDirectory(prefix="pop_tf_bench_") as tmp:
@@ -283,14 +286,15 @@ def bench_serving(backbone: str, size: int, batch: int, repeats: int) -> dict:
 
 
 def bench_sample(cfg, batch: int, repeats: int) -> dict:
-    """The translator SavedModel's `sample` endpoint (float32 networks) against the in-process trainer."""
+    """The translator SavedModel's `sample` endpoint against the in-process trainer (networks
+    built under `cfg.mixed_precision`)."""
     import numpy as np
     import tensorflow as tf
 
     from pop_tf import data, serving
     from pop_tf.stages import train_translator
 
-    trainer = train_translator.build_dmit(dataclasses.replace(cfg, mixed_precision=False))
+    trainer = train_translator.build_dmit(cfg)
     size = cfg.image_size
     images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype(np.uint8)
     domains = tf.constant(["popular/color"] * batch)
@@ -333,42 +337,65 @@ def _input_pipeline(pairs: str, size: int, batch: int, repeats: int) -> dict:
         return bench_input(pairs, stored, size, batch, repeats)
 
 
-def _with_peak(row: dict, peak: dict, peak_name: str) -> dict:
+def _with_peak(row: dict, results: dict, precision: str) -> dict:
+    """Adds the peak of the row's compute dtype and its fraction of it."""
+    peak_name = _suffixed("matmul", precision)
+    row["precision"] = precision
     row["peak"] = peak_name
-    row["peak_fraction"] = row["achieved_gflops"] / peak["gflops"]
+    row["peak_fraction"] = row["achieved_gflops"] / results[peak_name]["gflops"]
     return row
 
 
+def _suffixed(name: str, precision: str) -> str:
+    return name if precision == "none" else f"{name}_{precision}"
+
+
+def _add_rows(results: dict, rows: dict, precision: str) -> None:
+    """`rows` into `results` under the policy's names, each mixed row with its `speedup` over the
+    float32 row of the same name when this run measured one."""
+    for name, row in rows.items():
+        if precision != "none" and name in results:
+            row["speedup"] = row["images_per_s"] / results[name]["images_per_s"]
+        results[_suffixed(name, precision)] = row
+
+
 def bench_tf(what: list, backbone: str, size: int, batch: int, repeats: int, jit: bool, pairs: str,
-             mixed_precision: bool = False, translator=None) -> dict:
-    """Runs the TensorFlow benchmarks named in `what`; `translator` is the `translator_config`
-    for `translator` and `sample`."""
+             precisions=("none",), translator=None) -> dict:
+    """Runs the TensorFlow benchmarks named in `what`, the model ones once per policy of
+    `precisions` (float32 first, so the others get their speed-up); `translator` is the
+    `translator_config` for `translator` and `sample`."""
+    from pop_tf import precision as precision_lib
+
+    precisions = sorted({precision_lib.resolve(p) for p in precisions}, key=precision_lib.PRECISIONS.index)
     report = {"what": what, "backbone": backbone, "size": size, "batch": batch, "repeats": repeats,
-              "cpu_count": os.cpu_count(), "jit_compile": jit, "mixed_precision": mixed_precision, "results": {}}
+              "cpu_count": os.cpu_count(), "jit_compile": jit, "precisions": precisions, "results": {}}
     results = report["results"]
     results["matmul"] = _matmul_gflops(repeats)
-    # Training steps are a fraction of the peak of their compute dtype.
-    peak_name = "matmul"
-    if mixed_precision:
-        results["matmul_float16"] = _matmul_gflops(repeats, "float16")
-        peak_name = "matmul_float16"
-    if "ranker" in what:
-        print(f"bench: ranker train step ({backbone}, {size}², {batch} pairs) …", file=sys.stderr)
-        results["ranker_train_step"] = _with_peak(bench_ranker(backbone, size, batch, repeats, jit, mixed_precision),
-                                                  results[peak_name], peak_name)
-    if "translator" in what:
+    for precision in precisions:
+        if precision != "none":
+            results[_suffixed("matmul", precision)] = _matmul_gflops(repeats, precision)
+    if translator is not None:
         report["translator"] = config_lib.to_dict(translator)
-        print(f"bench: DMIT train iteration (base_filters {translator.base_filters}, {size}², {batch} images) …",
-              file=sys.stderr)
-        results["translator_train_step"] = _with_peak(bench_translator(translator, batch, repeats),
-                                                      results[peak_name], peak_name)
-    if "serving" in what:
-        print(f"bench: ranker SavedModel vs Keras ({backbone}, {size}², batch {batch}) …", file=sys.stderr)
-        results.update(bench_serving(backbone, size, batch, repeats))
-    if "sample" in what:
-        report["translator"] = config_lib.to_dict(translator)
-        print(f"bench: translator SavedModel sample vs Keras ({size}², batch {batch}) …", file=sys.stderr)
-        results.update(bench_sample(translator, batch, repeats))
+    for precision in precisions:
+        rows = {}
+        if "ranker" in what:
+            print(f"bench: ranker train step ({backbone}, {size}², {batch} pairs, {precision}) …", file=sys.stderr)
+            rows["ranker_train_step"] = _with_peak(bench_ranker(backbone, size, batch, repeats, jit, precision),
+                                                   results, precision)
+        if "translator" in what:
+            cfg = dataclasses.replace(translator, mixed_precision=precision)
+            print(f"bench: DMIT train iteration (base_filters {cfg.base_filters}, {size}², {batch} images, "
+                  f"{precision}) …", file=sys.stderr)
+            rows["translator_train_step"] = _with_peak(bench_translator(cfg, batch, repeats), results, precision)
+        if "serving" in what:
+            print(f"bench: ranker SavedModel vs Keras ({backbone}, {size}², batch {batch}, {precision}) …",
+                  file=sys.stderr)
+            rows.update(bench_serving(backbone, size, batch, repeats, precision))
+        if "sample" in what:
+            print(f"bench: translator SavedModel sample vs Keras ({size}², batch {batch}, {precision}) …",
+                  file=sys.stderr)
+            rows.update(bench_sample(dataclasses.replace(translator, mixed_precision=precision), batch, repeats))
+        _add_rows(results, rows, precision)
     if "input" in what:
         row = results["input_pipeline"] = _input_pipeline(pairs, size, batch, repeats)
         if "ranker_train_step" in results:
@@ -376,38 +403,47 @@ def bench_tf(what: list, backbone: str, size: int, batch: int, repeats: int, jit
     return report
 
 
+def _speedup(row: dict) -> str:
+    return f"  ×{row['speedup']:.2f} of float32" if "speedup" in row else ""
+
+
 def _print_step(label: str, row: dict) -> None:
-    print(f"  {label:30s} {row['images_per_s']:8.3f} images/s  {row['achieved_gflops']:.1f} GFLOP/s "
+    print(f"  {label:38s} {row['images_per_s']:8.3f} images/s  {row['achieved_gflops']:.1f} GFLOP/s "
           f"= {row['peak_fraction']:.0%} of {row['peak']}  ({row['gflop_per_step']:.1f} GFLOP/step, median "
-          f"{row['median_s']:.3f}s, min {row['min_s']:.3f}s, max {row['max_s']:.3f}s)")
+          f"{row['median_s']:.3f}s, min {row['min_s']:.3f}s, max {row['max_s']:.3f}s){_speedup(row)}")
 
 
 def _print_tf(report: dict) -> None:
     results = report["results"]
     print(f"\nTensorFlow benchmarks at {report['size']}², batch {report['batch']}, median of {report['repeats']}, "
           f"{report['cpu_count']} CPUs, jit_compile={report['jit_compile']}, "
-          f"mixed_precision={report['mixed_precision']}")
-    for name in ("matmul", "matmul_float16"):
+          f"precisions={','.join(report['precisions'])}")
+    for name in ("matmul", "matmul_bfloat16", "matmul_float16"):
         if name in results:
-            print(f"  {name + ' 4096²':30s} {results[name]['gflops']:8.1f} GFLOP/s (this run's peak)")
-    if "ranker_train_step" in results:
-        _print_step(f"ranker train step ({report['backbone']})", results["ranker_train_step"])
-    if "translator_train_step" in results:
-        _print_step(f"DMIT iteration (width {report['translator']['base_filters']})", results["translator_train_step"])
+            print(f"  {name + ' 4096²':38s} {results[name]['gflops']:8.1f} GFLOP/s (this run's peak)")
     labels = {"keras_in_process": f"ranker Keras ({report['backbone']})",
               "saved_model_score": "ranker SavedModel score",
               "translator_keras_in_process": "DMIT Keras sample",
               "translator_saved_model_sample": "DMIT SavedModel sample"}
-    for name, label in labels.items():
-        if name in results:
-            row = results[name]
-            ratio = f"  ×{row['ratio_to_keras']:.2f} of Keras" if "ratio_to_keras" in row else ""
-            print(f"  {label:30s} {row['images_per_s']:8.3f} images/s (median {row['median_s']:.3f}s){ratio}")
+    for precision in report["precisions"]:
+        tag = "" if precision == "none" else f" [{precision}]"
+        if _suffixed("ranker_train_step", precision) in results:
+            _print_step(f"ranker train step ({report['backbone']}){tag}",
+                        results[_suffixed("ranker_train_step", precision)])
+        if _suffixed("translator_train_step", precision) in results:
+            _print_step(f"DMIT iteration (width {report['translator']['base_filters']}){tag}",
+                        results[_suffixed("translator_train_step", precision)])
+        for name, label in labels.items():
+            row = results.get(_suffixed(name, precision))
+            if row is not None:
+                ratio = f"  ×{row['ratio_to_keras']:.2f} of Keras" if "ratio_to_keras" in row else ""
+                print(f"  {label + tag:38s} {row['images_per_s']:8.3f} images/s (median {row['median_s']:.3f}s)"
+                      f"{ratio}{_speedup(row)}")
     if "input_pipeline" in results:
         row = results["input_pipeline"]
         ratio = (f"  ×{row['ratio_to_ranker_step']:.1f} of what the ranker step consumes"
                  if "ratio_to_ranker_step" in row else "")
-        print(f"  {'input pipeline':30s} {row['pairs_per_s']:8.1f} pairs/s ({row['batches_per_s']:.1f} "
+        print(f"  {'input pipeline':38s} {row['pairs_per_s']:8.1f} pairs/s ({row['batches_per_s']:.1f} "
               f"batches/s){ratio}")
 
 
@@ -427,9 +463,9 @@ def main(argv=None) -> int:
                         help="pairs per ranker step, images per translator iteration (two per pair), "
                              "images per serving or sample call")
     parser.add_argument("--jit", action="store_true", help="XLA-compile the ranker and translator train steps")
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="mixed_float16 with a LossScaleOptimizer per optimizer for the ranker and translator "
-                             "train steps")
+    parser.add_argument("--precision", default="none",
+                        help="comma-separated compute policies to run ranker, translator, serving and sample "
+                             "under: none (float32), float16, bfloat16, auto; e.g. none,bfloat16")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a train_translator option for translator and sample (default: the official DMIT "
                              "widths), e.g. --set base_filters=8; repeatable")
@@ -447,6 +483,11 @@ def main(argv=None) -> int:
                      f"{', '.join(TF_BENCHMARKS)}")
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: time at least one call")
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    from pop_tf import precision as precision_lib
+    wrong = [p for p in precisions if p not in precision_lib.PRECISIONS]
+    if wrong or not precisions:
+        parser.error(f"--precision {args.precision}: use any of {', '.join(precision_lib.PRECISIONS)}")
     if args.sets and not {"translator", "sample"} & set(what):
         parser.error("--set: only the translator and sample benchmarks take train_translator options")
     if "translator" in what and (args.batch < 2 or args.batch % 2):
@@ -457,11 +498,11 @@ def main(argv=None) -> int:
         translator = None
         if {"translator", "sample"} & set(what):
             try:
-                translator = translator_config(size, args.sets, args.jit, args.mixed_precision)
+                translator = translator_config(size, args.sets, args.jit)
             except config_lib.ConfigError as e:
                 parser.error(str(e))
         report = bench_tf(what, args.backbone, size, args.batch, args.repeats, args.jit, args.pairs,
-                          args.mixed_precision, translator)
+                          precisions, translator)
         _print_tf(report)
         _write_json(report, args.json)
         return 0

@@ -22,6 +22,10 @@ class ConfigError(UsageError, ValueError):
     """A config key or value that cannot be used; the message names the key."""
 
 
+# `pop_tf.precision.PRECISIONS`, spelled out so that the allowed values show in the type.
+Precision = Literal["none", "float16", "bfloat16", "auto"]
+
+
 @dataclasses.dataclass
 class SynthConfig:
     """The embedded synthetic dataset (SPEC §6).
@@ -101,11 +105,12 @@ class RankerConfig:
     of residual blocks, average pool) for CPU demos, `small_width` channels in its first stage.
     Images are scaled to [0, 1] without mean/std normalisation, as in Ding's released model.
     `weights` is `imagenet`, `none`, a local weights file, or `hub:<handle or module dir>`.
-    `mixed_precision` builds the ranker under Keras's `mixed_float16` policy (float16 compute,
-    float32 variables, the score head kept float32) and wraps each optimizer in a
-    `LossScaleOptimizer`; `jit_compile` XLA-compiles the train step. Both are off by default
-    and always explicit (Keras's "auto" would switch XLA on wherever a GPU is present); see
-    docs/performance.md for what each buys.
+    `mixed_precision` (`pop_tf.precision`): `none` (float32), `float16` (Keras's `mixed_float16`,
+    a `LossScaleOptimizer` per optimizer), `bfloat16` (`mixed_bfloat16`; twice float32's speed
+    on a CPU with AVX512_BF16) or `auto` (float16 on a GPU, bfloat16 on a CPU that runs it fast,
+    else none); variables, the score head and the loss stay float32. `jit_compile` XLA-compiles
+    the train step (off by default and always explicit: Keras's "auto" would switch XLA on
+    wherever a GPU is present); see docs/performance.md for what each buys.
     """
 
     input: str = ""  # a pairs output folder
@@ -139,7 +144,7 @@ class RankerConfig:
     shuffle_buffer: int = 2048
     checkpoint_every: int = 100  # steps
     num_logged_images: int = 8
-    mixed_precision: bool = False  # mixed_float16 + a LossScaleOptimizer per optimizer (GPU speed)
+    mixed_precision: Precision = "none"
     jit_compile: bool = False  # XLA-compile the train step
     seed: int = 0
 
@@ -170,7 +175,8 @@ class ClusterConfig:
     Features: EfficientNetB0 (include_top=False) at `feature_size` → 7×7×1280 → mean over
     channels → 49-d (for another size, (size/32)² dims). Clusters with n ≤ 49 members keep the
     n−1 features of largest variance over the training set; `covariance_epsilon` × the mean
-    variance is added to every Σ diagonal so its inverse is stable.
+    variance is added to every Σ diagonal so its inverse is stable. `mixed_precision` is the
+    feature extractor's compute policy (`pop_tf.precision`; the features are float32 either way).
     """
 
     input: str = ""  # the ingest output folder
@@ -181,6 +187,7 @@ class ClusterConfig:
     covariance_epsilon: float = 1e-3
     batch_size: int = 32
     examples_per_cluster: int = 8
+    mixed_precision: Precision = "none"
     seed: int = 0
 
 
@@ -215,10 +222,11 @@ class TranslatorConfig:
     `generator_spectral_norm` choose the semantics of spectral normalisation
     (`pop_tf.layers.spectral`) in the discriminators and in the generator networks.
 
-    `mixed_precision` (model=dmit only) builds the networks under Keras's `mixed_float16` policy
-    and wraps each of the six optimizers in a `LossScaleOptimizer`; `jit_compile` XLA-compiles
-    the train step. Both are off by default and always explicit (Keras's "auto" would switch XLA
-    on wherever a GPU is present); see docs/performance.md.
+    `mixed_precision` (`pop_tf.precision`: none, float16, bfloat16 or auto) builds the networks
+    under that policy (float16 wraps every optimizer in a `LossScaleOptimizer`); the trainers'
+    losses stay float32. `jit_compile` XLA-compiles the train step (off by default and always
+    explicit: Keras's "auto" would switch XLA on wherever a GPU is present); see
+    docs/performance.md.
     """
 
     input: str = ""  # a score (or ingest) output folder: train-*/test-*.tfrecord.gz
@@ -281,7 +289,7 @@ class TranslatorConfig:
     num_sample_edges: int = 6  # held-out inputs in the sample grid (pix2pix: columns; dmit: rows)
     eval_inputs: int = 50  # held-out inputs for the diversity figure
     eval_samples: int = 5  # outputs per input
-    mixed_precision: bool = False  # dmit: mixed_float16 + a LossScaleOptimizer per optimizer
+    mixed_precision: Precision = "none"
     jit_compile: bool = False  # XLA-compile the train step
     seed: int = 0
 
@@ -332,6 +340,9 @@ class EvaluateConfig:
     when its two likeliest colours reach it together); its
     features give fid_synth, kid_synth, precision/recall_synth, NDB/JSD and diversity_synth;
     `attribute_samples` random styles per input count distinct confident colours.
+
+    `mixed_precision` (`pop_tf.precision`) is the compute policy of the Inception and VGG16
+    feature extractors; their features, and every statistic built on them, stay float32.
     """
 
     input: str = ""  # a score output folder
@@ -366,6 +377,7 @@ class EvaluateConfig:
     attribute_max_train: int = 20000
     attribute_samples: int = 8  # random styles per input for the distinct-colour count
     attribute_confidence: float = 0.8
+    mixed_precision: Precision = "none"
 
 
 @dataclasses.dataclass

@@ -256,36 +256,6 @@ class ConstantThenLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"rate": self.rate, "total_steps": self.total_steps, "decay_steps": self.decay_steps}
 
 
-@contextlib.contextmanager
-def precision_policy(mixed_precision: bool):
-    """Keras's global dtype policy is `mixed_float16` inside the block when `mixed_precision`.
-
-    Layers take the global policy when they are constructed, so models built inside compute in
-    float16 with float32 variables; the previous policy is restored on exit, because one process
-    may go on to build other stages' models. Without `mixed_precision` nothing changes.
-    """
-    if not mixed_precision:
-        yield
-        return
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def loss_scaled(optimizer, mixed_precision: bool):
-    """`optimizer` wrapped in a `keras.optimizers.LossScaleOptimizer` when `mixed_precision`.
-
-    float16 gradients of small losses underflow to zero; the wrapper keeps a dynamic loss scale
-    that the train step applies with `optimizer.scale_loss(loss)`, and its `apply` unscales the
-    gradients (skipping the update and halving the scale when they are not finite). A plain
-    optimizer's `scale_loss` returns the loss unchanged, so one train step serves both.
-    """
-    return keras.optimizers.LossScaleOptimizer(optimizer) if mixed_precision else optimizer
-
-
 def progress_verbosity() -> int:
     """`fit(verbose=...)`: Keras's progress bar in a terminal, one line per epoch in a log file.
 

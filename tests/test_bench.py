@@ -1,6 +1,7 @@
 """`pop-tf bench`: the TensorFlow benchmarks run and report consistent figures (tiny sizes), and the
-translator's mixed-precision path builds and trains on CPU."""
+translator's float16 and bfloat16 paths build and train on CPU."""
 
+import dataclasses
 import json
 import math
 
@@ -64,23 +65,32 @@ def test_input_pipeline_is_compared_with_the_ranker_step(tmp_path, pairs_workdir
     assert pipeline["ratio_to_ranker_step"] == pytest.approx(pipeline["pairs_per_s"] / step["pairs_per_s"])
 
 
-def test_mixed_precision_xla_ranker_step_is_measured_against_the_float16_peak(tmp_path):
-    report = _run(tmp_path, "--what", "ranker", "--backbone", "small", "--size", "32", "--batch", "2",
-                  "--mixed-precision", "--jit")
+def test_each_policy_gets_its_own_rows_peak_and_speedup_over_float32(tmp_path):
+    report = _run(tmp_path, "--what", "ranker,serving", "--backbone", "small", "--size", "32", "--batch", "2",
+                  "--precision", "bfloat16,none,float16", "--jit")
     results = report["results"]
-    assert report["mixed_precision"] and report["jit_compile"]
-    assert results["ranker_train_step"]["peak"] == "matmul_float16"
-    _assert_step_figures(results["ranker_train_step"], 4, results["matmul_float16"]["gflops"])
+    assert report["precisions"] == ["none", "float16", "bfloat16"] and report["jit_compile"]
+    for precision in ("float16", "bfloat16"):
+        step, plain = results[f"ranker_train_step_{precision}"], results["ranker_train_step"]
+        assert step["precision"] == precision and step["peak"] == f"matmul_{precision}"
+        _assert_step_figures(step, 4, results[f"matmul_{precision}"]["gflops"])
+        assert step["speedup"] == pytest.approx(step["images_per_s"] / plain["images_per_s"])
+        score = results[f"saved_model_score_{precision}"]
+        assert score["speedup"] == pytest.approx(score["images_per_s"] / results["saved_model_score"]["images_per_s"])
+    assert "speedup" not in results["ranker_train_step"]
     assert keras.config.dtype_policy().name == "float32"
 
 
-def test_mixed_precision_dmit_builds_and_trains_a_step():
-    cfg = bench.translator_config(32, SHALLOW_DMIT, jit=False, mixed_precision=True)
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_mixed_precision_dmit_builds_and_trains_a_step(precision):
+    cfg = dataclasses.replace(bench.translator_config(32, SHALLOW_DMIT, jit=False), mixed_precision=precision)
     trainer = train_translator.build_dmit(cfg)
     train_translator.compile_dmit(trainer, cfg, cfg.learning_rate)
     assert keras.config.dtype_policy().name == "float32"  # restored after building
-    assert trainer.generator.compute_dtype == "float16" and trainer.generator.variable_dtype == "float32"
-    assert all(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in trainer.optimizers.values())
+    assert trainer.generator.compute_dtype == precision and trainer.generator.variable_dtype == "float32"
+    # Only float16 needs a loss scale: bfloat16 has float32's exponent range.
+    assert all(isinstance(o, keras.optimizers.LossScaleOptimizer) == (precision == "float16")
+               for o in trainer.optimizers.values())
     before = [np.asarray(v).copy() for v in trainer.generator.trainable_variables]
     losses = trainer.train_step(bench._domain_batch(1, 32))
     assert all(math.isfinite(float(value)) for value in losses.values())
@@ -92,7 +102,8 @@ def test_bad_options_are_named(capsys):
                         (["--what", "translator", "--batch", "3"], "--batch 3"),
                         (["--what", "ranker", "--set", "base_filters=8"], "--set"),
                         (["--what", "translator", "--set", "train_ranker.batch_size=2"], "train_ranker.batch_size"),
-                        (["--what", "translator", "--size", "64"], "train_translator.content_d_blocks")):
+                        (["--what", "translator", "--size", "64"], "train_translator.content_d_blocks"),
+                        (["--what", "ranker", "--precision", "none,int8"], "--precision none,int8")):
         with pytest.raises(SystemExit) as exit_info:
             bench.main(argv)
         assert exit_info.value.code == 2 and named in capsys.readouterr().err, argv

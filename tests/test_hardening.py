@@ -54,10 +54,9 @@ def test_changed_settings_lists_each_difference_against_the_written_config(tmp_p
     assert config_lib.changed_settings(cfg, str(tmp_path)) == []
     config_lib.write_resolved(cfg, str(tmp_path))
     assert config_lib.changed_settings(cfg, str(tmp_path)) == []
-    cfg.mixed_precision, cfg.epochs = not cfg.mixed_precision, cfg.epochs + 1
+    cfg.mixed_precision, cfg.epochs = "bfloat16", cfg.epochs + 1
     assert config_lib.changed_settings(cfg, str(tmp_path)) == [
-        f"epochs: {cfg.epochs - 1!r} -> {cfg.epochs!r}",
-        f"mixed_precision: {not cfg.mixed_precision!r} -> {cfg.mixed_precision!r}"]
+        f"epochs: {cfg.epochs - 1!r} -> {cfg.epochs!r}", "mixed_precision: 'none' -> 'bfloat16'"]
 
 
 def test_a_workdir_under_a_file_is_one_sentence_and_nothing_is_written(tmp_path):

@@ -339,7 +339,8 @@ class InceptionFeatures:
             size = (INCEPTION_INPUT_SIZE, INCEPTION_INPUT_SIZE)
             images = tf.image.resize(images, size, method="bilinear")
             images = keras.applications.inception_v3.preprocess_input(images)
-            return model(images, training=False)
+            # float32 whatever the model computes in (a mixed policy): the statistics need it.
+            return tf.cast(model(images, training=False), tf.float32)
 
         return forward
 

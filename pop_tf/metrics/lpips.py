@@ -366,6 +366,8 @@ class LPIPS:
             both = self._prepare(tf.concat([images_a, images_b], axis=0))
             total = tf.zeros([count], tf.float32)
             for features, weights in zip(features_model(both, training=False), linear):
+                # Normalised and compared in float32 whatever VGG computes in (a mixed policy).
+                features = tf.cast(features, tf.float32)
                 total += layer_distance(features[:count], features[count:], weights)
             return total
 

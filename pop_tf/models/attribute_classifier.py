@@ -52,11 +52,13 @@ def build(image_size: int = 32, width: int = 24, feature_dim: int = 128):
     """The classifier: inputs [N, S, S, 3] in [0, 1]; outputs {head: softmax [N, C], "features": [N, D]}."""
     import keras
 
+    from pop_tf.layers import normalization
+
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = inputs
     for stage, filters in enumerate((width, 2 * width, 4 * width, 4 * width)):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{stage}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{stage}")(x)
+        x = normalization.BatchNormalization(name=f"bn{stage}")(x)
         x = keras.layers.ReLU(name=f"relu{stage}")(x)
         if x.shape[1] > 2:
             x = keras.layers.MaxPooling2D(2, name=f"pool{stage}")(x)

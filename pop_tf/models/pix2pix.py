@@ -556,11 +556,12 @@ class ClusterPix2Pix(keras.Model):
         return tf.concat([tensor] * times, axis=0)
 
     def _generate(self, edge, onehot, noise, training):
-        return self.generator({
+        # float32 whatever G computes in (a mixed policy): the losses and D's real images are float32.
+        return tf.cast(self.generator({
             "edge": self._repeat(edge, self.num_draws),
             "noise": noise,
             "cluster_onehot": self._repeat(onehot, self.num_draws),
-        }, training=training)
+        }, training=training), tf.float32)
 
     def _features(self, images):
         extractor = self.feature_extractor
@@ -662,8 +663,9 @@ class ClusterPix2Pix(keras.Model):
         """One generator update; returns the generated images (pre-update G) and the losses."""
         tape, watched, fakes, losses = self._generator_forward(
             edge, image, cluster, onehot, noise)
+        # A LossScaleOptimizer (float16) scales the loss and unscales the gradients in apply.
         gradients = tape.gradient(
-            losses["g_loss"], watched, output_gradients=self._replica_scale())
+            self.g_optimizer.scale_loss(losses["g_loss"]), watched, output_gradients=self._replica_scale())
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_variables))
         return fakes, losses
 
@@ -675,7 +677,7 @@ class ClusterPix2Pix(keras.Model):
             tape.watch(watched)
             losses = self._discriminator_losses(edge, image, onehot, fakes, training=True)
         gradients = tape.gradient(
-            losses["d_loss"], watched, output_gradients=self._replica_scale())
+            self.d_optimizer.scale_loss(losses["d_loss"]), watched, output_gradients=self._replica_scale())
         self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_variables))
         return losses
 

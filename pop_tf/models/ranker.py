@@ -11,10 +11,10 @@ P = sigmoid(Q), binary cross-entropy against the target (1 when A is the more po
 input pipeline swaps half the pairs, target 0). Backbone and head have their own Adam optimizers
 (paper: 1e-5 and 1e-4), each bound to its own variable list.
 
-Mixed precision (`build_ranker(..., mixed_precision=True)` and `pop_tf.training.loss_scaled`): the backbone
-computes in float16 with float32 variables, the score head stays float32 (scores and the loss
-keep their full range), and each optimizer is a `LossScaleOptimizer` whose own scale the train
-step applies to the loss for its variables.
+Mixed precision (`build_ranker(..., mixed_precision="bfloat16" | "float16")`, `pop_tf.precision`): the
+backbone computes in the mixed dtype with float32 variables, the score head stays float32 (scores
+and the loss keep their full range); under float16 each optimizer is a `LossScaleOptimizer`
+whose own scale the train step applies to the loss for its variables.
 
 Reference:
     Ding, Ma, Tang, Wen, Lin. "Intrinsic Image Popularity Assessment", ACM MM 2019
@@ -24,7 +24,8 @@ Reference:
 import keras
 import tensorflow as tf
 
-from pop_tf import training
+from pop_tf import precision
+from pop_tf.layers import normalization
 from pop_tf.models import backbones
 
 
@@ -41,7 +42,7 @@ def small_resnet(image_size: int, width: int = 32, name: str = "small_resnet") -
     """
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = keras.layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = normalization.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     for stage in range(4):
         filters, strides = width * 2 ** stage, 1 if stage == 0 else 2
@@ -49,12 +50,12 @@ def small_resnet(image_size: int, width: int = 32, name: str = "small_resnet") -
         shortcut = x
         if strides != 1 or x.shape[-1] != filters:
             shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{prefix}_proj")(x)
-            shortcut = keras.layers.BatchNormalization(name=f"{prefix}_proj_bn")(shortcut)
+            shortcut = normalization.BatchNormalization(name=f"{prefix}_proj_bn")(shortcut)
         y = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{prefix}_conv1")(x)
-        y = keras.layers.BatchNormalization(name=f"{prefix}_bn1")(y)
+        y = normalization.BatchNormalization(name=f"{prefix}_bn1")(y)
         y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
         y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}_conv2")(y)
-        y = keras.layers.BatchNormalization(name=f"{prefix}_bn2", gamma_initializer="zeros")(y)
+        y = normalization.BatchNormalization(name=f"{prefix}_bn2", gamma_initializer="zeros")(y)
         x = keras.layers.ReLU(name=f"{prefix}_out")(keras.layers.Add(name=f"{prefix}_add")([shortcut, y]))
     outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -114,7 +115,7 @@ class PopularityRanker(keras.Model):
         self.backbone = backbone
         self.dropout_rate = float(dropout)
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="head_dropout") if self.dropout_rate else None
-        # float32 whatever the global policy: under mixed_float16 the scores (and the loss built
+        # float32 whatever the global policy: under a mixed policy the scores (and the loss built
         # on their differences) keep float32 range and precision.
         self.head = keras.layers.Dense(1, name="head", dtype="float32")
 
@@ -141,13 +142,13 @@ class PopularityRanker(keras.Model):
 
 
 def build_ranker(backbone: str, weights: str, image_size: int, small_width: int = 32,
-                 mixed_precision: bool = False, name: str = "ranker", dropout: float = 0.0) -> PopularityRanker:
+                 mixed_precision: str = "none", name: str = "ranker", dropout: float = 0.0) -> PopularityRanker:
     """A built `PopularityRanker` (see `build_backbone` for the arguments; `dropout` before the head).
 
-    With `mixed_precision` the backbone is built under the `mixed_float16` policy
-    (`pop_tf.training.precision_policy`); the head is float32 either way.
+    The backbone is built under the `mixed_precision` policy (`pop_tf.precision.policy`); the
+    head is float32 either way.
     """
-    with training.precision_policy(mixed_precision):
+    with precision.policy(mixed_precision):
         ranker = PopularityRanker(build_backbone(backbone, weights, image_size, small_width), dropout=dropout,
                                   name=name)
         ranker(tf.zeros([1, image_size, image_size, 3]))
@@ -183,7 +184,7 @@ class SiameseRankerTrainer(keras.Model):
     `fit()` takes batches `{"image_a", "image_b": uint8 [B, S, S, 3], "target": float32 [B]}`
     (see `pop_tf.data.pair_dataset`); `train_step` and `test_step` share `_compute`. Metrics:
     `loss` and `pairwise_accuracy` (sign of Q agrees with the target). Either optimizer may be
-    a `LossScaleOptimizer` (`pop_tf.training.loss_scaled`): each scales the loss for its own variables.
+    a `LossScaleOptimizer` (`pop_tf.precision.loss_scaled`): each scales the loss for its own variables.
 
     Args:
         ranker: the model being trained (its variables are the only ones updated).

@@ -23,6 +23,7 @@ the training data whatever the shard layout.
 """
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -221,7 +222,7 @@ def load_outputs(cluster_dir: str) -> tuple:
 
 def run(cfg: config_lib.ClusterConfig) -> dict:
     """Runs the cluster stage; returns the artifact paths. Raises a PopTfError with a sentence."""
-    from pop_tf import serving
+    from pop_tf import precision, serving
     from pop_tf.models import clusterer
 
     if not cfg.input:
@@ -229,6 +230,7 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
     if not cfg.output:
         raise ClusterStageError("cluster needs an output folder (--output or cluster.output)")
     check_stage(STAGE, cfg)
+    cfg = dataclasses.replace(cfg, mixed_precision=precision.resolve(cfg.mixed_precision))
     output = os.path.abspath(cfg.output)
     shards = find_input_shards(cfg.input)
     image_size = _image_size(shards)
@@ -241,7 +243,8 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
     import tensorflow as tf
 
     keras.utils.set_random_seed(cfg.seed)  # weights=none: the same random extractor for a seed
-    model = clusterer.ClusterFeatures(weights=cfg.weights, feature_size=cfg.feature_size)
+    with precision.policy(cfg.mixed_precision):
+        model = clusterer.ClusterFeatures(weights=cfg.weights, feature_size=cfg.feature_size)
     # One traced function for both splits (the batch dimension is left open for the last batch).
     embed = tf.function(lambda images: model(images, training=False),
                         input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)])

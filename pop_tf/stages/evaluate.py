@@ -801,8 +801,11 @@ def _write_tensorboard(ctx: _Context, logdir: str) -> None:
 
 def run(cfg: config_lib.EvaluateConfig) -> dict:
     """Evaluates the translator and/or the pix2pix variants; returns the artifact paths."""
+    from pop_tf import precision
+
     _check_config(cfg)
     check_stage(STAGE, cfg)
+    cfg = dataclasses.replace(cfg, mixed_precision=precision.resolve(cfg.mixed_precision))
     stats = _score_stats(cfg.input)
     started = time.monotonic()
     import keras
@@ -815,9 +818,10 @@ def run(cfg: config_lib.EvaluateConfig) -> dict:
     serving.read_model_card(cfg.ranker, expected_kind="ranker")
     # Random (weights=none) extractors then draw the same weights on every run: figures reproduce.
     keras.utils.set_random_seed(cfg.seed)
-    extractor = fid.InceptionFeatures(cfg.inception_weights, standard=cfg.inception_standard)
-    distance = lpips.LPIPS(weights=cfg.lpips_weights, linear_weights=cfg.lpips_linear_weights or None,
-                           standard=cfg.lpips_standard)
+    with precision.policy(cfg.mixed_precision):
+        extractor = fid.InceptionFeatures(cfg.inception_weights, standard=cfg.inception_standard)
+        distance = lpips.LPIPS(weights=cfg.lpips_weights, linear_weights=cfg.lpips_linear_weights or None,
+                               standard=cfg.lpips_standard)
     staging = make_staging(cfg.output)
     report = Report("pop_tf evaluation")
     ctx = _Context(cfg=cfg, stored_size=int(stats["image_size"]), counts=stats["counts"], extractor=extractor,

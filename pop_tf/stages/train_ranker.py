@@ -19,13 +19,16 @@ TensorBoard logs (loss, pairwise accuracy, learning rates, scored held-out image
 `<workdir>/logs/train_ranker` unless `logdir` says otherwise. A NaN/Inf loss stops training with
 the step, the loss name and the last good checkpoint named.
 
-`mixed_precision` builds the ranker under `mixed_float16` (float32 score head) with a
-`LossScaleOptimizer` per optimizer; `jit_compile` XLA-compiles the train step (docs/performance.md).
-A checkpoint resumes only under the precision and architecture it was written with (the
-optimizers' structure differs); otherwise the run stops before training, naming the settings that
+`mixed_precision` (`none`, `float16`, `bfloat16` or `auto`, see `pop_tf.precision`) builds the
+ranker's backbone under that policy (float32 score head; float16 adds a `LossScaleOptimizer` per
+optimizer); `auto` is resolved before config.json is written, so the file and metrics.json name
+the policy used. `jit_compile` XLA-compiles the train step (docs/performance.md). A checkpoint
+resumes only under the architecture it was written with, and a float16 one only under float16
+(its optimizers are wrapped); otherwise the run stops before training, naming the settings that
 changed since the run that wrote it (nothing is overwritten).
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -34,6 +37,7 @@ import sys
 import time
 
 from pop_tf import config as config_lib
+from pop_tf import precision
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_stage
 
@@ -83,15 +87,13 @@ def _optimizer(cfg, learning_rate: float, total_steps: int):
     """Adam (AdamW with weight decay), in a LossScaleOptimizer under mixed precision."""
     import keras
 
-    from pop_tf import training
-
     if cfg.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
     if cfg.weight_decay > 0:
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
-    return training.loss_scaled(optimizer, cfg.mixed_precision)
+    return precision.loss_scaled(optimizer, cfg.mixed_precision)
 
 
 def _truth_metrics(ranker, images_dir: str, stored_size: int, truth_path: str, batch_size: int) -> dict:
@@ -159,6 +161,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     from pop_tf.models import ranker as ranker_lib
 
     started = time.monotonic()
+    cfg = dataclasses.replace(cfg, mixed_precision=precision.resolve(cfg.mixed_precision))
     os.makedirs(cfg.output, exist_ok=True)
     # Read before this run's config replaces it: a checkpoint that no longer fits is explained by it.
     changed = config_lib.changed_settings(cfg, cfg.output)
@@ -216,7 +219,8 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     # fit() loads the best epoch when it ends; a rerun with nothing left to train loads it here.
     best = selection.restore() if selection else None
 
-    metrics = {"steps": final_step, "train_pairs": num_train, "select_epoch": cfg.select_epoch if best else "last"}
+    metrics = {"steps": final_step, "train_pairs": num_train, "select_epoch": cfg.select_epoch if best else "last",
+               "mixed_precision": cfg.mixed_precision}
     if best:
         metrics.update({"selected_epoch": best["epoch"], "selected_step": best["step"],
                         "epochs_held_out": [{"epoch": h["epoch"], "pairwise_accuracy": h["value"], "loss": h["tie"]}
@@ -243,7 +247,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()
                         if k in ("pairwise_accuracy", "kendall_tau", "spearman"))
     chosen = f"epoch {metrics['selected_epoch']} selected" if best else "last epoch kept"
-    print(f"train_ranker: {final_step} steps, {chosen}; held-out {summary}; SavedModel in {saved_model}",
+    print(f"train_ranker: {final_step} steps ({cfg.mixed_precision} precision), {chosen}; held-out {summary}; SavedModel in {saved_model}",
           file=sys.stderr)
     return {"metrics": metrics_path, "saved_model": saved_model, "checkpoints": manager.directory,
             "weights": os.path.join(cfg.output, "ranker.weights.h5"), "logs": logdir,

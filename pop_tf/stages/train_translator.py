@@ -38,12 +38,14 @@ hyperparameters (HParams tab) go to `<output>/../logs/<output folder name>`, e.g
 `<workdir>/logs/train_translator`.
 """
 
+import dataclasses
 import json
 import os
 import sys
 import time
 
 from pop_tf import config as config_lib
+from pop_tf import precision
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_stage
 
@@ -134,12 +136,13 @@ def _build_pix2pix(cfg, num_clusters, cluster_args, total_steps):
     from pop_tf.models import pix2pix
 
     keras.utils.set_random_seed(cfg.seed)
-    generator = pix2pix.UNetGenerator(cfg.image_size, base_filters=cfg.base_filters, num_clusters=num_clusters,
-                                      noise_dim=cfg.noise_dim, up_type=cfg.up_type,
-                                      spectral_normalization=cfg.generator_spectral_norm)
-    discriminator = pix2pix.MultiScaleDiscriminator(num_scales=cfg.num_scales, base_filters=cfg.base_filters,
-                                                    num_layers=cfg.discriminator_layers, num_clusters=num_clusters,
-                                                    spectral_normalization=cfg.spectral_norm)
+    with precision.policy(cfg.mixed_precision):
+        generator = pix2pix.UNetGenerator(cfg.image_size, base_filters=cfg.base_filters, num_clusters=num_clusters,
+                                          noise_dim=cfg.noise_dim, up_type=cfg.up_type,
+                                          spectral_normalization=cfg.generator_spectral_norm)
+        discriminator = pix2pix.MultiScaleDiscriminator(num_scales=cfg.num_scales, base_filters=cfg.base_filters,
+                                                        num_layers=cfg.discriminator_layers, num_clusters=num_clusters,
+                                                        spectral_normalization=cfg.spectral_norm)
     return pix2pix.ClusterPix2Pix(
         generator, discriminator, diversity=cfg.diversity, lambda_l1=cfg.lambda_l1, lambda_ms=cfg.lambda_ms,
         lambda_d=cfg.lambda_d, lambda_m=cfg.lambda_m, seed=cfg.seed,
@@ -192,11 +195,10 @@ def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_step
 
     from pop_tf import data
     from pop_tf.models import dmit
-    from pop_tf.training import precision_policy
 
     keras.utils.set_random_seed(cfg.seed)
-    # Only the networks take the mixed_float16 policy; the trainer (losses, step counter) stays float32.
-    with precision_policy(cfg.mixed_precision):
+    # Only the networks take the mixed policy; the trainer (losses, step counter) stays float32.
+    with precision.policy(cfg.mixed_precision):
         networks = dmit.build_networks(
             label_dim=data.LABEL_DIM, style_dim=cfg.style_dim, base_filters=cfg.base_filters,
             num_downsampling=cfg.num_downsampling, content_residual_blocks=cfg.content_residual_blocks,
@@ -218,12 +220,11 @@ def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_step
 
 def compile_dmit(trainer, cfg, learning_rate) -> None:
     """Compiles a `build_dmit` trainer: one Adam per variable set (`dmit.make_optimizers`), each in a
-    `LossScaleOptimizer` under `cfg.mixed_precision`, and XLA per `cfg.jit_compile`."""
+    `LossScaleOptimizer` under `cfg.mixed_precision` float16, and XLA per `cfg.jit_compile`."""
     from pop_tf.models import dmit
-    from pop_tf.training import loss_scaled
 
     optimizers = dmit.make_optimizers(learning_rate, cfg.beta_1, cfg.beta_2, cfg.share_discriminator)
-    trainer.compile({name: loss_scaled(optimizer, cfg.mixed_precision) for name, optimizer in optimizers.items()},
+    trainer.compile({name: precision.loss_scaled(optimizer, cfg.mixed_precision) for name, optimizer in optimizers.items()},
                     jit_compile=cfg.jit_compile)
 
 
@@ -316,10 +317,6 @@ def _check_config(cfg) -> None:
     if cfg.diversity == "clusters" and not cfg.clusters:
         raise config_lib.ConfigError("train_translator.diversity=clusters needs 'train_translator.clusters' "
                                      "(a cluster output folder)")
-    if cfg.mixed_precision and cfg.model != "dmit":
-        # pix2pix's steps do not scale their losses, so a LossScaleOptimizer would shrink every update.
-        raise config_lib.ConfigError("train_translator.mixed_precision=true needs train_translator.model=dmit "
-                                     f"(model={cfg.model} trains in float32 only)")
 
 
 def _write_json(path: str, value: dict) -> None:
@@ -332,6 +329,7 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     """Trains (or resumes) the translator; returns the artifact paths."""
     _check_config(cfg)
     check_stage(STAGE, cfg)
+    cfg = dataclasses.replace(cfg, mixed_precision=precision.resolve(cfg.mixed_precision))
     is_dmit = cfg.model == "dmit"
     stored_size, num_train = _scored_input(cfg.input) if is_dmit else _stored_size(cfg.input)
     if num_train < cfg.batch_size:
@@ -378,8 +376,8 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
         grid_title = "samples (rows: held-out posts; columns: real | rec | fake_enc | fake_rand)"
     else:
         trainer = _build_pix2pix(cfg, num_clusters, _cluster_args(cfg, clusters), total_steps)
-        trainer.compile(keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
-                        keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
+        trainer.compile(*(precision.loss_scaled(keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
+                                                cfg.mixed_precision) for _ in range(2)),
                         jit_compile=cfg.jit_compile)
         optimizers = {"g_optimizer": trainer.g_optimizer, "d_optimizer": trainer.d_optimizer}
         preview_edges, _ = _held_out(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges)
@@ -437,7 +435,8 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
                "diversity_l1": diversity["mean"], "diversity_l1_stderr": diversity["stderr"],
                "diversity_pairs": diversity["num_pairs"],
                "reconstruction_l1": float(l1_distance(reconstruction, reals).mean()),
-               "num_clusters": num_clusters, "train_posts": num_train, "losses": losses}
+               "num_clusters": num_clusters, "train_posts": num_train, "losses": losses,
+               "mixed_precision": cfg.mixed_precision}
     Image.fromarray(make_grid()).save(os.path.join(cfg.output, SAMPLES))
     (trainer if is_dmit else trainer.generator).save_weights(weights)
     paths = {"samples": os.path.join(cfg.output, SAMPLES), "weights": weights, "checkpoints": manager.directory,
@@ -449,7 +448,7 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     metrics["seconds"] = round(time.monotonic() - started, 1)
     paths["metrics"] = os.path.join(cfg.output, METRICS)
     _write_json(paths["metrics"], metrics)
-    print(f"{STAGE}: {cfg.model}/{cfg.diversity}: {metrics['steps']} steps; held-out diversity (mean pairwise L1) "
+    print(f"{STAGE}: {cfg.model}/{cfg.diversity}: {metrics['steps']} steps ({cfg.mixed_precision} precision); held-out diversity (mean pairwise L1) "
           f"{diversity['mean']:.4f} ± {diversity['stderr']:.4f}", file=sys.stderr)
     return paths
 
