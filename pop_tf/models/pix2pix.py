@@ -752,9 +752,9 @@ class ClusterPix2Pix(keras.Model):
         noise = tf.random.stateless_normal(
             [count * num_samples, self.generator.noise_dim],
             seed=tf.constant([seed, 1], tf.int64))
-        images = self.generator({
+        images = tf.cast(self.generator({
             "edge": tf.repeat(edges, num_samples, axis=0),
             "noise": noise,
             "cluster_onehot": tf.one_hot(tf.reshape(ids, [-1]), self.num_clusters),
-        }, training=False)
+        }, training=False), tf.float32)
         return tf.reshape(images, [count, num_samples] + images.shape[1:].as_list()), ids
