@@ -255,6 +255,10 @@ def _read_json(path: str) -> dict:
         return {}
 
 
+# The stages whose networks run under a `mixed_precision` policy (`pop_tf.precision`).
+PRECISION_STAGES = ("train_ranker", "cluster", "train_translator", "evaluate")
+
+
 def summary(results: dict) -> str:
     """The closing lines of a run: headline figures and where to look next."""
     lines = [f"pop-tf run: stages done: {', '.join(results) or 'none'}"]
@@ -275,6 +279,10 @@ def summary(results: dict) -> str:
         from pop_tf.stages import evaluate_attributes
 
         lines += [f"  {line}" for line in evaluate_attributes.summary_lines(evaluation)]
+    precisions = [f"{stage} {config['mixed_precision']}" for stage in PRECISION_STAGES
+                  for config in [_read_json(results.get(stage, {}).get("config", ""))] if "mixed_precision" in config]
+    if precisions:
+        lines.append(f"  compute precision: {', '.join(precisions)}")
     if "evaluate" in results:
         lines.append(f"  report: {results['evaluate']['report']}")
     logs = {os.path.dirname(p["logs"]) for p in results.values() if isinstance(p, dict) and p.get("logs")}

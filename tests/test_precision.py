@@ -3,6 +3,7 @@
 signatures that do not depend on the precision a model was trained in."""
 
 import dataclasses
+import json
 import math
 
 import keras
@@ -198,3 +199,14 @@ def test_exported_signatures_keep_their_dtypes_whatever_the_training_precision(t
     ranker_signatures, translator_signatures = signatures["none"]
     assert ranker_signatures["score"] == ([("images", "uint8")], [("score", "float32")])
     assert any(("images", "uint8") in outputs for _, outputs in translator_signatures.values())
+
+
+def test_the_run_summary_names_each_stages_policy(tmp_path):
+    from pop_tf import pipeline
+
+    results = {}
+    for stage, policy in (("train_ranker", "bfloat16"), ("train_translator", "none")):
+        path = tmp_path / f"{stage}.json"
+        path.write_text(json.dumps({"mixed_precision": policy}))
+        results[stage] = {"config": str(path)}
+    assert "compute precision: train_ranker bfloat16, train_translator none" in pipeline.summary(results)
