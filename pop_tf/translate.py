@@ -52,17 +52,19 @@ def translation_grid(model, image_a, image_b, domain_a: str, domain_b: str, seed
 
 
 def read_image(path: str, flag: str, max_pixels: int) -> np.ndarray:
-    """uint8 [H, W, 3] of the image file `path`, decoded as ingest decodes (`decode_image`): its
-    size is checked from the header against `max_pixels` (the model's) before any pixel is decoded."""
+    """uint8 [H, W, 3] of the image file `path`, read and decoded as ingest does: only a regular
+    file (a FIFO or /dev/zero named like an image would hang the command), at most
+    `MAX_FILE_BYTES`, its size checked from the header against `max_pixels` (the model's) before
+    any pixel is decoded."""
     from PIL import Image
 
     from pop_tf.beam import images
     from pop_tf.beam.reasons import Rejected
 
-    with open(path, "rb") as f:
-        data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise PopTfError(f"{flag} {path}: the file is larger than {MAX_FILE_BYTES:,} bytes")
+    try:
+        data = images.read_untrusted_file(path, MAX_FILE_BYTES)
+    except images.FileRefused as e:
+        raise PopTfError(f"{flag} {path} {e.message}") from None
     try:
         with warnings.catch_warnings():
             # decode_image checks the header against max_pixels; PIL's warning would be a second, vaguer line.

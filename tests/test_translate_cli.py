@@ -6,6 +6,7 @@ without training: `translate` returns the reference, `sample` returns the conten
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,18 @@ def test_cli_writes_the_grid_and_names_bad_domains(fake_model, tmp_path):
     assert bad.returncode == 2 and "--domain-b 'viral/color' is not a domain" in bad.stderr
     assert "popular/color" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_refuses_a_fifo_named_like_an_image_instead_of_hanging(fake_model, tmp_path):
+    fifo = tmp_path / "b.png"
+    os.mkfifo(fifo)
+    Image.fromarray(np.full((S, S, 3), 9, np.uint8)).save(tmp_path / "a.png")
+    args = [sys.executable, "-m", "pop_tf", "translate", "--model", str(fake_model), "--a", str(tmp_path / "a.png"),
+            "--b", str(fifo), "--output", str(tmp_path / "g.png")]
+    try:
+        result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:  # subprocess.run has killed the blocked command
+        pytest.fail("pop-tf translate blocked on a FIFO given as --b")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"--b {fifo} is a FIFO (named pipe), not a regular file" in result.stderr
+    assert not (tmp_path / "g.png").exists()

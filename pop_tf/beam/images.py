@@ -3,7 +3,10 @@
 Everything here is a module-level function over bytes, PIL images or numpy arrays, so Beam can
 pickle the DoFns that call it and tests can call it without a pipeline. No function changes
 process-wide state that outlives the call (see `_strict_truncation` for the one PIL global that
-decoding has to care about).
+decoding has to care about). The one function that touches the filesystem,
+`read_untrusted_file`, reads a local file so that no path can block or exhaust the reader (FIFOs,
+devices, symlinks out of the dataset, endless files); ingest reads images and the metadata file
+with it, `pop-tf translate` its two images.
 
 Decoding is defensive because the input is whatever users scraped from the web:
 
@@ -39,7 +42,9 @@ import functools
 import hashlib
 import io
 import math
+import os
 import re
+import stat
 import struct
 import threading
 
@@ -66,6 +71,104 @@ _KEY_MAX_PIXELS = "ingest.max_pixels"
 _KEY_MAX_FILE_BYTES = "ingest.max_file_bytes"
 _KEY_MIN_SIDE = "ingest.min_image_side"
 _KEY_MAX_ASPECT = "ingest.max_aspect_ratio"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading untrusted local files
+# --------------------------------------------------------------------------------------------
+
+
+class FileRefused(Exception):
+    """A local file that `read_untrusted_file` would not read.
+
+    Args:
+      kind: one of `REFUSED_KINDS`, for the caller to map onto its own error or reject reason.
+      message: the rest of a sentence whose subject is the file ("is a FIFO, not a regular file").
+    """
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+REFUSED_KINDS = ("outside_root", "missing", "not_regular", "too_large", "unreadable")
+
+_FILE_TYPES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _file_type(mode):
+    return next((name for test, name in _FILE_TYPES if test(mode)), "a special file")
+
+
+def read_untrusted_file(path, max_bytes, *, root=None, limit_name=None) -> bytes:
+    """The bytes of a local regular file, read so that no file can hang or exhaust the reader.
+
+    A FIFO blocks `open()` until a writer comes, and /dev/zero or /dev/urandom never end, even
+    behind an innocent name or a symlink. So the path is resolved, refused when it leaves `root`,
+    stat'ed (only regular files within `max_bytes` are read), then opened with O_NONBLOCK (a FIFO
+    swapped in after the stat cannot block) and O_NOFOLLOW (nor a symlink), checked again on the
+    open descriptor, and read for at most `max_bytes + 1` bytes.
+
+    Args:
+      path: a local filesystem path.
+      max_bytes: the largest file accepted.
+      root: when given, the file must resolve inside this folder (symlinks included).
+      limit_name: the option `max_bytes` comes from, named in the too-large sentence.
+
+    Raises:
+      FileRefused: with a `kind` from `REFUSED_KINDS` and a sentence fragment about the file.
+    """
+    real = os.path.realpath(path)
+    if root is not None:
+        real_root = os.path.realpath(root)
+        inside = real_root if real_root.endswith(os.sep) else real_root + os.sep
+        if real != real_root and not real.startswith(inside):
+            raise FileRefused("outside_root", "resolves outside the dataset root (through a symlink)")
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        raise FileRefused("missing", "does not exist") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise FileRefused("unreadable", f"could not be read: {getattr(e, 'strerror', None) or e}") from None
+    _check_regular(info, max_bytes, limit_name)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)
+    except FileNotFoundError:
+        raise FileRefused("missing", "does not exist") from None
+    except OSError as e:  # ELOOP: swapped for a symlink since it was resolved
+        raise FileRefused("unreadable", f"could not be read: {e.strerror or e}") from None
+    try:
+        _check_regular(os.fstat(fd), max_bytes, limit_name)
+        chunks, size = [], 0
+        while size <= max_bytes:  # bounded even if the file grows while it is read
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as e:
+        raise FileRefused("unreadable", f"could not be read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise FileRefused("too_large", _too_large(f"more than {max_bytes:,}", max_bytes, limit_name))
+    return b"".join(chunks)
+
+
+def _check_regular(info, max_bytes, limit_name):
+    if not stat.S_ISREG(info.st_mode):
+        raise FileRefused("not_regular", f"is {_file_type(info.st_mode)}, not a regular file")
+    if info.st_size > max_bytes:
+        raise FileRefused("too_large", _too_large(f"{info.st_size:,}", max_bytes, limit_name))
+
+
+def _too_large(size, max_bytes, limit_name):
+    source = f" ({limit_name})" if limit_name else ""
+    return f"is {size} bytes, above the limit of {max_bytes:,} bytes{source}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,16 +4,26 @@
 record (a JSON line or a CSV row, which may span several physical lines); `validate_record`
 checks the contract and `apply_filters` the paper's filters. Both raise `Rejected` with a specific
 reason code; nothing is dropped silently.
+
+The file is untrusted input, so parsing never raises: whatever a line holds (JSON nested
+thousands deep, numbers with thousands of digits, lone UTF-16 surrogates, NUL bytes, CSV fields
+past the csv module's limit) it becomes exactly one `RawRecord`, either parsed or carrying a
+reason. A file in UTF-16 or UTF-32 (with a byte-order mark, or recognised by its NUL bytes) is
+transcoded to UTF-8 first, see `detect_encoding`.
 """
 
+import codecs
 import csv
 import dataclasses
 import datetime
 import io
 import json
+import logging
 import math
 import posixpath
 import re
+import sys
+import unicodedata
 from typing import Iterator, Optional
 
 from pop_tf.beam import reasons
@@ -24,6 +34,15 @@ CONTRACT_FIELDS = ("image", "post_id", "likes", "user_id", "followers", "comment
                    "posted_at", "downloaded_at", "content_type")
 MAX_COUNT = 10**12  # likes/followers/comments above this are data errors, not stars
 MAX_ID_CHARS = 256
+# The whole metadata file is held in memory (by the driver to count records, by one worker to
+# parse them), so its size is bounded before it is read; above this, split the dataset.
+MAX_METADATA_BYTES = 1 << 30
+# Real metadata nests a few levels (extras such as {"tags": [...]}); far deeper nesting is an
+# attack on the recursive JSON parser and encoder (RecursionError) and is refused unparsed.
+MAX_JSON_DEPTH = 64
+log = logging.getLogger("pop_tf.ingest")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -48,47 +67,164 @@ class RawRecord:
     message: Optional[str] = None
 
 
-def _decode(raw: bytes, line: int):
+# Byte-order marks, longest first: the UTF-32-LE mark begins with the UTF-16-LE one.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+_SNIFF_BYTES = 4096
+# Undecodable UTF-16/32 units become this lone surrogate, which is not valid UTF-8 once
+# transcoded, so the one line holding them is rejected as ENCODING_ERROR instead of the file.
+_MARK_ERRORS = "pop_tf.metadata.mark"
+codecs.register_error(_MARK_ERRORS, lambda e: ("\udcff", e.end))
+
+
+def detect_encoding(data: bytes) -> Optional[tuple[str, bool]]:
+    """(codec, has_bom) when `data` is UTF-16 or UTF-32 rather than the contract's UTF-8.
+
+    Detected by a byte-order mark, or without one by the NUL bytes that mostly-ASCII text has
+    in UTF-16/32: in UTF-16-LE nearly every odd byte is 0 and almost no even byte is. Valid UTF-8
+    metadata does not look like that (JSON cannot hold a raw NUL, and CSV exports hardly ever
+    do), so the guess does not misfire on real UTF-8 files. None for UTF-8 (with or without its
+    BOM).
+    """
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            return codec, True
+    sample = data[:_SNIFF_BYTES]
+    for width, endian in ((4, "le"), (4, "be"), (2, "le"), (2, "be")):
+        units = len(sample) // width
+        if units < 2:
+            continue
+        # Offset of the byte that holds an ASCII character within each code unit.
+        low = 0 if endian == "le" else width - 1
+        nul_low = sum(sample[i * width + low] == 0 for i in range(units)) / units
+        nul_high = sum(sample[i * width + j] == 0 for i in range(units) for j in range(width) if j != low)
+        # UTF-16-BE text also has 2 NULs in every 4 bytes, so UTF-32 needs (nearly) all of them.
+        if nul_low <= 0.05 and nul_high / (units * (width - 1)) >= (0.9 if width == 4 else 0.6):
+            return f"utf-{width * 8}-{endian}", False
+    return None
+
+
+def _to_utf8(data: bytes) -> tuple[bytes, Optional[str]]:
+    """`data` as UTF-8 bytes, transcoded from UTF-16/32 when `detect_encoding` says so."""
+    found = detect_encoding(data)
+    if found is None:
+        return data, None
+    codec, has_bom = found
+    if has_bom:
+        data = data[len(next(b for b, c in _BOMS if c == codec)):]
+    text = data.decode(codec, errors=_MARK_ERRORS)
+    return text.encode("utf-8", errors="surrogatepass"), codec
+
+
+def _decode(raw: bytes, line: int, source: str = "UTF-8"):
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as e:
-        return raw.decode("utf-8", errors="replace"), f"line {line}: bytes are not UTF-8 ({e.reason} at byte {e.start})"
+        where = f"{e.reason} at byte {e.start}" if source == "UTF-8" else e.reason
+        return raw.decode("utf-8", errors="replace"), f"line {line}: bytes are not {source} ({where})"
 
 
-def iter_jsonl(data: bytes) -> Iterator[RawRecord]:
-    if data.startswith(b"\xef\xbb\xbf"):  # a BOM written by some editors and Excel exports
+def _json_depth(text: str, limit: int) -> int:
+    """Deepest nesting of [ and { in a JSON text, outside strings; stops counting above `limit`.
+
+    Counted without recursion before parsing, because the parser itself is recursive.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return 0  # cannot be deeper than its number of openers; the common case costs two counts
+    depth = deepest = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def _bad_string(value) -> Optional[str]:
+    """Where in a parsed record a string (or key) holds a lone surrogate, else None.
+
+    JSON can escape half of a UTF-16 pair ("\\ud800"), which Python accepts but which no UTF-8
+    writer (TFRecords, rejects.jsonl, the filesystem) can encode. Walked without recursion.
+    """
+    stack = [(value, None)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return where or "the record"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"field {key!r}" if where is None else where
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    return f"a field name ({key!r})" if where is None else f"a key inside {where}"
+                stack.append((child, name))
+        elif isinstance(item, list):
+            stack.extend((child, where) for child in item)
+    return None
+
+
+def _surrogate_message(line: int, where: str) -> str:
+    return (f"line {line}: {where} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), "
+            f"which is not valid Unicode text")
+
+
+def _parse_json_line(text: str, line: int):
+    """(fields, reason, message) for one non-empty JSON line; never raises."""
+    depth = _json_depth(text, MAX_JSON_DEPTH)
+    if depth > MAX_JSON_DEPTH:
+        return None, reasons.MALFORMED_LINE, (
+            f"line {line} nests JSON arrays/objects more than {MAX_JSON_DEPTH} levels deep (the limit)")
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, reasons.MALFORMED_LINE, f"line {line} is not valid JSON: {e.msg} at column {e.colno}"
+    except ValueError as e:  # Python refuses integers longer than its int_max_str_digits
+        if "digits" in str(e):
+            return None, reasons.MALFORMED_LINE, (
+                f"line {line} has a number with more than {sys.get_int_max_str_digits()} digits")
+        return None, reasons.MALFORMED_LINE, f"line {line} is not valid JSON: {e}"
+    except RecursionError:  # the depth scan above should make this unreachable
+        return None, reasons.MALFORMED_LINE, f"line {line} nests JSON too deeply to parse"
+    if not isinstance(fields, dict):
+        return None, reasons.NOT_AN_OBJECT, f"line {line} is JSON {type(fields).__name__}, not an object"
+    where = _bad_string(fields)
+    if where:
+        return None, reasons.ENCODING_ERROR, _surrogate_message(line, where)
+    return fields, None, None
+
+
+def iter_jsonl(data: bytes, source: str = "UTF-8") -> Iterator[RawRecord]:
+    """One RawRecord per line of UTF-8 JSON Lines; `source` names the file's encoding in messages."""
+    if data.startswith(codecs.BOM_UTF8):  # a BOM written by some editors and Excel exports
         data = data[3:]
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the newline that ends the last line does not start a new record
     for i, raw in enumerate(lines):
         line = i + 1
-        text, error = _decode(raw.rstrip(b"\r"), line)
-        if error:
-            yield RawRecord(i, line, text, reason=reasons.ENCODING_ERROR, message=error)
-        elif not text.strip():
-            yield RawRecord(i, line, text, reason=reasons.EMPTY_LINE,
-                            message=f"line {line} is empty")
-        else:
-            try:
-                fields = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield RawRecord(i, line, text, reason=reasons.MALFORMED_LINE,
-                                message=f"line {line} is not valid JSON: {e.msg} at column {e.colno}")
-                continue
-            if not isinstance(fields, dict):
-                yield RawRecord(i, line, text, reason=reasons.NOT_AN_OBJECT,
-                                message=f"line {line} is JSON {type(fields).__name__}, not an object")
+        text = ""
+        try:
+            text, error = _decode(raw.rstrip(b"\r"), line, source)
+            if error:
+                yield RawRecord(i, line, text, reason=reasons.ENCODING_ERROR, message=error)
+            elif not text.strip():
+                yield RawRecord(i, line, text, reason=reasons.EMPTY_LINE, message=f"line {line} is empty")
             else:
-                yield RawRecord(i, line, text, fields=fields)
+                fields, reason, message = _parse_json_line(text, line)
+                yield RawRecord(i, line, text, fields=fields, reason=reason, message=message)
+        except Exception as e:  # noqa: BLE001 - one line must never abort the job; this is a bug trap
+            log.warning("line %d of the metadata could not be parsed", line, exc_info=True)
+            yield RawRecord(i, line, text, reason=reasons.MALFORMED_LINE,
+                            message=f"line {line} could not be parsed ({type(e).__name__})")
 
 
-def iter_csv(data: bytes) -> Iterator[RawRecord]:
-    """CSV rows (quoted newlines allowed) keyed by the header row; values stay strings."""
-    text = data.decode("utf-8-sig", errors="surrogateescape")
+def _csv_rows(text: str):
+    """(line, row or csv.Error) for each CSV row; the reader survives errors and never loops."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=False)
-    header = None
-    index = 0
     while True:
         line = reader.line_num + 1
         try:
@@ -96,34 +232,77 @@ def iter_csv(data: bytes) -> Iterator[RawRecord]:
         except StopIteration:
             return
         except csv.Error as e:
+            yield line, e
+            if reader.line_num < line:  # nothing consumed: a reader that cannot advance has ended
+                return
+            continue
+        yield line, row
+
+
+def iter_csv(data: bytes, source: str = "UTF-8") -> Iterator[RawRecord]:
+    """CSV rows (quoted newlines allowed) keyed by the header row; values stay strings."""
+    text = data.decode("utf-8-sig", errors="surrogateescape")
+    header = None
+    index = 0
+    for line, row in _csv_rows(text):
+        if isinstance(row, csv.Error):
             yield RawRecord(index, line, "", reason=reasons.MALFORMED_LINE,
-                            message=f"line {line} is not a valid CSV row: {e}")
+                            message=f"line {line} is not a valid CSV row: {row}")
             index += 1
             continue
         if header is None:
             header = [h.strip() for h in row]
             continue
-        joined = ",".join(row)
-        if any("\udc80" <= ch <= "\udcff" for ch in joined):
-            yield RawRecord(index, line, joined.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                            reason=reasons.ENCODING_ERROR, message=f"line {line}: bytes are not UTF-8")
-        elif not row or all(not v.strip() for v in row):
-            yield RawRecord(index, line, joined, reason=reasons.EMPTY_LINE,
-                            message=f"line {line} is empty")
-        elif len(row) != len(header):
-            yield RawRecord(index, line, joined, reason=reasons.MALFORMED_LINE,
-                            message=f"line {line} has {len(row)} fields but the header has {len(header)}")
-        else:
-            fields = {k: v for k, v in zip(header, row) if not (k not in ("image", "post_id", "likes") and v == "")}
-            yield RawRecord(index, line, joined, fields=fields)
+        joined = ""
+        try:
+            joined = ",".join(row)
+            if _SURROGATE.search(joined):
+                yield RawRecord(index, line, joined.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                                reason=reasons.ENCODING_ERROR, message=f"line {line}: bytes are not {source}")
+            elif not row or all(not v.strip() for v in row):
+                yield RawRecord(index, line, joined, reason=reasons.EMPTY_LINE,
+                                message=f"line {line} is empty")
+            elif len(row) != len(header):
+                yield RawRecord(index, line, joined, reason=reasons.MALFORMED_LINE,
+                                message=f"line {line} has {len(row)} fields but the header has {len(header)}")
+            elif any(_SURROGATE.search(h) for h in header):
+                yield RawRecord(index, line, joined, reason=reasons.ENCODING_ERROR,
+                                message=f"line {line}: the header row's column names are not {source}")
+            else:
+                fields = {k: v for k, v in zip(header, row)
+                          if not (k not in ("image", "post_id", "likes") and v == "")}
+                yield RawRecord(index, line, joined, fields=fields)
+        except Exception as e:  # noqa: BLE001 - one row must never abort the job; this is a bug trap
+            log.warning("line %d of the metadata could not be parsed", line, exc_info=True)
+            yield RawRecord(index, line, joined.encode("utf-8", "replace").decode("utf-8"),
+                            reason=reasons.MALFORMED_LINE,
+                            message=f"line {line} could not be parsed ({type(e).__name__})")
         index += 1
 
 
 def iter_raw_records(path: str, data: bytes) -> Iterator[RawRecord]:
-    """Every record of a metadata file; `path` only decides the format (by its extension)."""
+    """Every record of a metadata file; `path` only decides the format (by its extension).
+
+    UTF-16/32 files (`detect_encoding`) are transcoded to UTF-8 first; the caller warns about
+    them once per file (`describe_encoding`).
+    """
+    data, codec = _to_utf8(data)
+    source = codec.upper() if codec else "UTF-8"
     if path.endswith(".csv"):
-        return iter_csv(data)
-    return iter_jsonl(data)
+        return iter_csv(data, source)
+    return iter_jsonl(data, source)
+
+
+def describe_encoding(path: str, data: bytes) -> Optional[str]:
+    """One sentence about a metadata file that is not UTF-8 but was read anyway, else None."""
+    found = detect_encoding(data)
+    if found is None:
+        return None
+    codec, has_bom = found
+    how = "by its byte-order mark" if has_bom else "by its NUL bytes, without a byte-order mark"
+    return (f"metadata file {path} is encoded as {codec.upper()} (recognised {how}), not UTF-8 as the input "
+            f"contract says; it was read as {codec.upper()}: convert it to UTF-8 "
+            f"(e.g. iconv -f {codec.upper()} -t UTF-8) so other tools read it too")
 
 
 def _parse_count(name: str, value, from_csv: bool, required: bool) -> Optional[int]:
@@ -158,7 +337,8 @@ def _parse_id(name: str, value, required: bool) -> Optional[str]:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise Rejected(reasons.INVALID_FIELD, f"field '{name}' must be a string, got {type(value).__name__}")
-    value = str(value)
+    # NFC: the same id typed on macOS (NFD) and elsewhere (NFC) is one id, so it dedupes as one.
+    value = unicodedata.normalize("NFC", str(value))
     if not value.strip():
         raise Rejected(reasons.INVALID_FIELD, f"field '{name}' is empty")
     if len(value) > MAX_ID_CHARS or _CONTROL.search(value):
@@ -207,7 +387,12 @@ def validate_record(fields: dict, from_csv: bool = False, now: Optional[datetime
       from_csv: CSV values are strings, so numbers are parsed from text; JSON numbers must be
         numbers (a string "12" for likes is a data error there).
       now: the time after which dates count as "in the future" (default: now, UTC).
+
+    Ids (post_id, user_id) are returned in Unicode normal form NFC.
     """
+    where = _bad_string(fields)
+    if where:  # parsing already rejects these; a caller may hand over a dict it built itself
+        raise Rejected(reasons.ENCODING_ERROR, f"{where} holds a lone UTF-16 surrogate, which is not valid Unicode text")
     post = {
         "image": normalise_image_path(fields.get("image")),
         "post_id": _parse_id("post_id", fields.get("post_id"), required=True),

@@ -7,8 +7,8 @@ one of these codes and a human sentence. The codes are stable API: downstream da
 
 # Record-level problems (found before any image is read).
 EMPTY_LINE = "empty_line"
-MALFORMED_LINE = "malformed_line"  # not valid JSON / not a valid CSV row
-ENCODING_ERROR = "encoding_error"  # bytes that are not UTF-8
+MALFORMED_LINE = "malformed_line"  # not valid JSON / CSV, JSON nested too deep, a number too long
+ENCODING_ERROR = "encoding_error"  # bytes not in the file's encoding, a lone UTF-16 surrogate
 NOT_AN_OBJECT = "not_an_object"  # valid JSON, but not an object
 MISSING_FIELD = "missing_field"
 INVALID_FIELD = "invalid_field"  # wrong type, negative/NaN/huge count, empty id, ...
@@ -26,7 +26,7 @@ FILTER_CAPTION_MENTION = "filter_caption_mention"
 MISSING_FILE = "missing_file"
 EMPTY_FILE = "empty_file"
 FILE_TOO_LARGE = "file_too_large"
-NOT_AN_IMAGE = "not_an_image"
+NOT_AN_IMAGE = "not_an_image"  # also a directory, FIFO, device or socket
 UNSUPPORTED_FORMAT = "unsupported_format"
 CORRUPT_IMAGE = "corrupt_image"  # truncated or undecodable
 DECOMPRESSION_BOMB = "decompression_bomb"

@@ -61,6 +61,42 @@ def read_file(path: str) -> bytes:
         return f.read()
 
 
+def _local_path(path: str):
+    """The filesystem path of a local `path` (plain or file://), None for remote object stores."""
+    scheme = FileSystems.get_scheme(path)
+    if scheme is None:
+        return path
+    if scheme == "file":
+        return path[len("file://"):]
+    return None
+
+
+_METADATA_HINTS = {
+    "outside_root": "; the metadata file must be a regular file inside the dataset folder",
+    "not_regular": "; the metadata file must be a regular file inside the dataset folder",
+    "too_large": "; the whole file is held in memory, so split the dataset into several folders",
+}
+
+
+def read_metadata(path: str, root: str, max_bytes: int) -> bytes:
+    """The metadata file's bytes, read like an untrusted image: only a regular file inside the
+    dataset root (a symlink to /dev/zero or a FIFO would never end), at most `max_bytes`."""
+    local, local_root = _local_path(path), _local_path(root)
+    if local is not None and local_root is not None:
+        try:
+            return images.read_untrusted_file(local, max_bytes, root=local_root,
+                                              limit_name="MAX_METADATA_BYTES in pop_tf/beam/metadata.py")
+        except images.FileRefused as e:
+            raise IngestError(f"metadata file {path} {e.message}{_METADATA_HINTS.get(e.kind, '')}") from None
+    # Object stores have no FIFOs, devices or symlinks: only the size needs a bound.
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise IngestError(f"metadata file {path} is larger than the limit of {max_bytes:,} bytes "
+                          f"(MAX_METADATA_BYTES in pop_tf/beam/metadata.py){_METADATA_HINTS['too_large']}")
+    return data
+
+
 def split_of(post_id: str, test_ratio: float) -> str:
     """Train or test by a hash of the post id: stable across runs, runners and dataset growth."""
     bucket = int.from_bytes(hashlib.sha256(post_id.encode("utf-8")).digest()[:8], "big") / 2.0**64
@@ -95,6 +131,11 @@ class ValidateFn(beam.DoFn):
         except Rejected as e:
             yield beam.pvalue.TaggedOutput("rejected", _reject(record, e.reason, e.message))
             return
+        except Exception as e:  # noqa: BLE001 - one record must never abort the job; this is a bug trap
+            log.warning("line %d of the metadata could not be validated", record.line, exc_info=True)
+            yield beam.pvalue.TaggedOutput("rejected", _reject(
+                record, reasons.INVALID_FIELD, f"line {record.line} could not be validated ({type(e).__name__})"))
+            return
         post["_source"] = {"index": record.index, "line": record.line, "text": record.text}
         yield post["post_id"], post
 
@@ -119,6 +160,12 @@ class FilterFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput("rejected", _reject(post, e.reason, e.message))
 
 
+# How each refusal of `images.read_untrusted_file` is reported for an image.
+_REFUSED_REASONS = {"outside_root": reasons.UNSAFE_PATH, "missing": reasons.MISSING_FILE,
+                    "not_regular": reasons.NOT_AN_IMAGE, "too_large": reasons.FILE_TOO_LARGE,
+                    "unreadable": reasons.MISSING_FILE}
+
+
 class LoadImageFn(beam.DoFn):
     """Reads an image through FileSystems (never outside the root), decodes, resizes, hashes."""
 
@@ -129,23 +176,22 @@ class LoadImageFn(beam.DoFn):
         self._started = None
 
     def setup(self):
-        # Symlink escapes can only be checked on a local filesystem; remote object stores have
-        # no symlinks, and '..' was already refused when the record was validated.
-        local = FileSystems.get_scheme(self.root) in (None, "file")
-        self._local_root = os.path.realpath(self.root) if local else None
+        # Symlinks, FIFOs and devices exist only on a local filesystem; remote object stores
+        # have none, and '..' was already refused when the record was validated.
+        local = _local_path(self.root)
+        self._local_root = os.path.realpath(local) if local is not None else None
 
     def _read(self, post) -> bytes:
         path = FileSystems.join(self.root, post["image"])
+        limit = self.cfg["max_file_bytes"]
         if self._local_root is not None:
-            real = os.path.realpath(path)
-            if real != self._local_root and not real.startswith(self._local_root + os.sep):
-                raise Rejected(reasons.UNSAFE_PATH,
-                               f"image path '{post['image']}' resolves outside the dataset root (symlink)")
-            if os.path.isdir(real):
-                raise Rejected(reasons.NOT_AN_IMAGE, f"image path '{post['image']}' is a directory")
+            try:
+                return images.read_untrusted_file(os.path.join(self._local_root, post["image"]), limit,
+                                                  root=self._local_root, limit_name="ingest.max_file_bytes")
+            except images.FileRefused as e:
+                raise Rejected(_REFUSED_REASONS[e.kind], f"image file '{post['image']}' {e.message}") from None
         if not FileSystems.exists(path):
             raise Rejected(reasons.MISSING_FILE, f"image file '{post['image']}' does not exist")
-        limit = self.cfg["max_file_bytes"]
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 data = f.read(limit + 1)  # one byte more tells "too large" without reading it all
@@ -220,12 +266,13 @@ def _to_output(post):
 
 
 def build_pipeline(p, *, metadata_path: str, root: str, staging: str, cfg: config_lib.IngestConfig,
-                   now_unix: float):
+                   now_unix: float, max_metadata_bytes: int = metadata.MAX_METADATA_BYTES):
     """Adds the ingest transforms to pipeline `p`; outputs land in `staging`."""
     from_csv = metadata_path.endswith(".csv")
     raw = (p
            | "MetadataPath" >> beam.Create([metadata_path])
-           | "ReadRecords" >> beam.FlatMap(lambda path: metadata.iter_raw_records(path, read_file(path)))
+           | "ReadRecords" >> beam.FlatMap(
+               lambda path: metadata.iter_raw_records(path, read_metadata(path, root, max_metadata_bytes)))
            | "Distribute" >> beam.Reshuffle())
     validated = raw | "Validate" >> beam.ParDo(ValidateFn(from_csv, now_unix)).with_outputs("rejected", main="ok")
     unique = (validated.ok
@@ -313,17 +360,25 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     options = pipeline_options(beam_args, cfg.runner)  # option typos fail before anything is written
     check_stage(STAGE, cfg)
     metadata_path = find_metadata(cfg.input)
+    # Read before anything is written: a metadata file that is refused leaves no staging folder.
+    max_metadata_bytes = metadata.MAX_METADATA_BYTES
+    data = read_metadata(metadata_path, cfg.input, max_metadata_bytes)
+    encoding_note = metadata.describe_encoding(metadata_path, data)
+    if encoding_note:
+        log.warning("ingest: %s", encoding_note)
+    encoding = (metadata.detect_encoding(data) or ("utf-8",))[0].upper()
+    input_records = sum(1 for _ in metadata.iter_raw_records(metadata_path, data))
+    del data
     output = os.path.abspath(cfg.output)
     staging = make_staging(output)
 
-    input_records = sum(1 for _ in metadata.iter_raw_records(metadata_path, read_file(metadata_path)))
     started = time.monotonic()
     print(f"ingest: {input_records} records in {metadata_path} → {output} "
           f"(image size {cfg.image_size}, runner {cfg.runner})", file=sys.stderr, flush=True)
     now_unix = time.time()
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, metadata_path=metadata_path, root=cfg.input, staging=staging, cfg=cfg,
-                       now_unix=now_unix)
+                       now_unix=now_unix, max_metadata_bytes=max_metadata_bytes)
     result = getattr(p, "result", None)
 
     counted = _count_outputs(staging)
@@ -352,6 +407,7 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
         "per_split_content_type": {s: dict(sorted(counted["per_split_content_type"][s].items())) for s in SPLITS},
         "image_size": cfg.image_size,
         "metadata": metadata_path,
+        "metadata_encoding": encoding,
         "format_version": records.FORMAT_VERSION,
         "seconds": round(time.monotonic() - started, 2),
         "counters": _counter_values(result),
