@@ -3,14 +3,20 @@
 Defaults live only in the dataclasses below. A preset (`pop_tf/presets/<name>.json`, or any JSON
 file path) and `--set` pairs only override them; an unknown section or key, or a value of the
 wrong type or outside the allowed choices, is a `ConfigError` that names the key and what is
-allowed. The resolved config is written as JSON next to every stage's outputs
+allowed. Every int and float field declares its allowed range as field metadata (`bounded`), and
+a float must be finite (NaN or ±inf, as "nan"/"inf" or JSON's NaN/Infinity, is refused); a Beam
+runner must be one Beam can build. A preset file must be UTF-8 JSON, an object at the top, at most
+`MAX_PRESET_BYTES`. The resolved config is written as JSON next to every stage's outputs
 (`write_resolved`).
 """
 
 import dataclasses
 import difflib
+import functools
 import json
+import math
 import os
+import reprlib
 import typing
 from importlib import resources
 from typing import Literal, Optional
@@ -25,6 +31,84 @@ class ConfigError(UsageError, ValueError):
 # `pop_tf.precision.PRECISIONS`, spelled out so that the allowed values show in the type.
 Precision = Literal["none", "float16", "bfloat16", "auto"]
 
+# Seeds reach numpy's and Keras's seeding (below 2³²) plus small offsets: half that range is safe.
+_SEED_MAX = 2**31 - 1
+# The serving limits are compared in int64 after multiplying two of them (see ExportConfig).
+_INT31_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric config field admits: its `metadata["range"]`, declared with `bounded`.
+
+    `low` and `high` are inclusive unless `low_open` / `high_open`; None leaves a side open-ended.
+    `also` lists values admitted outside the range (such as 0 for "automatic"), `multiple_of` a
+    step, `why` what the bound stands for (quoted in the error). Every float must be finite,
+    whatever the range, unless `nonfinite` is set: NaN fails every comparison, so a NaN limit
+    would switch its check off instead of failing it.
+    """
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    also: tuple = ()
+    multiple_of: Optional[int] = None
+    why: str = ""
+    nonfinite: bool = False
+
+    def within(self, value) -> bool:
+        """Whether `value` lies between the bounds (neither `also` nor `multiple_of` counts)."""
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def admits(self, value) -> bool:
+        if value in self.also:
+            return True
+        return self.within(value) and not (self.multiple_of and value % self.multiple_of)
+
+    def describe(self, integer: bool) -> str:
+        """What is allowed, as the end of a sentence: "an integer in [16, 1024]", "a number > 0"."""
+        kind = "an integer" if integer else ("a finite number" if not self.nonfinite else "a number")
+        if self.multiple_of:
+            kind = f"a multiple of {self.multiple_of}"
+        if self.low is not None and self.high is not None:
+            text = (f"{kind} in {'(' if self.low_open else '['}{_number(self.low)}, "
+                    f"{_number(self.high)}{')' if self.high_open else ']'}")
+        elif self.low is not None:
+            text = f"{kind} {'>' if self.low_open else '>='} {_number(self.low)}"
+        elif self.high is not None:
+            text = f"{kind} {'<' if self.high_open else '<='} {_number(self.high)}"
+        else:
+            text = kind
+        if self.also:
+            text = " or ".join(_number(a) for a in self.also) + " or " + text
+        return text + (f" ({self.why})" if self.why else "")
+
+
+def _number(value) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def bounded(default, low=None, high=None, **range_options):
+    """A dataclass field with `default` and its allowed `Range(low, high, ...)` as metadata.
+
+    Every int and float field is declared this way, so `validate_value` finds each one's bounds.
+    Lower bounds are what the code needs (ResNet50 takes no input under 32², a batch holds an
+    image); upper bounds sit far above any useful value (the papers use 256² images, batches of
+    64) and below what exhausts a machine in one allocation: an image side of 100,000 asked for
+    a 30 GB image and was killed for memory, instead of failing with a sentence.
+    """
+    return dataclasses.field(default=default, metadata={"range": Range(low, high, **range_options)})
+
+
+def beam_runner(default: str):
+    """A dataclass field naming a Beam runner, checked against the runners Beam can build."""
+    return dataclasses.field(default=default, metadata={"beam_runner": True})
+
 
 @dataclasses.dataclass
 class SynthConfig:
@@ -36,12 +120,12 @@ class SynthConfig:
     """
 
     output: str = ""
-    num_posts: int = 2000
-    image_size: int = 64
-    seed: int = 0
-    num_users: int = 40
-    broken_share: float = 0.05
-    num_corrupt: int = 6
+    num_posts: int = bounded(2000, 1, 1_000_000)
+    image_size: int = bounded(64, 32, 2048)
+    seed: int = bounded(0, 0, _SEED_MAX)
+    num_users: int = bounded(40, 1, 100_000)
+    broken_share: float = bounded(0.05, 0.0, 1.0, high_open=True)
+    num_corrupt: int = bounded(6, 0, 100_000)
 
 
 @dataclasses.dataclass
@@ -54,26 +138,27 @@ class IngestConfig:
 
     input: str = ""
     output: str = ""
-    image_size: int = 64
-    test_ratio: float = 0.1
-    num_shards: int = 0  # 0: let the runner decide
+    image_size: int = bounded(64, 16, 1024)
+    test_ratio: float = bounded(0.1, 0.0, 1.0, high_open=True)
+    num_shards: int = bounded(0, 0, 10_000)  # 0: let the runner decide
     # Paper filters (SPEC §3); each can be switched off.
     filter_age: bool = True
-    min_age_days: int = 30
+    min_age_days: int = bounded(30, 0, 36_500)
     filter_caption: bool = True
-    max_caption_words: int = 6
+    max_caption_words: int = bounded(6, 1, 10_000)
     dedupe_images: bool = True
     # Near-duplicates: perceptual hashes within this many of 64 bits AND grid colours within
     # `near_duplicate_colour_tolerance` levels (pHash alone cannot tell colour variants apart).
-    near_duplicate_distance: int = 6
-    near_duplicate_colour_tolerance: int = 24
+    near_duplicate_distance: int = bounded(6, 0, 15, why="of 64 hash bits")
+    near_duplicate_colour_tolerance: int = bounded(24, 0, 255)
     # Image safety limits: checked from the header, before pixels are decoded.
-    max_pixels: int = 50_000_000
-    max_file_bytes: int = 50 * 1024 * 1024
-    min_image_side: int = 16
-    max_aspect_ratio: float = 8.0
-    edge_threshold: float = 0.12  # gradient magnitude (0..1) above which a pixel is a line
-    runner: str = "FnApiRunner"
+    max_pixels: int = bounded(50_000_000, 1, 1_000_000_000)
+    max_file_bytes: int = bounded(50 * 1024 * 1024, 1, 2**31 - 1)
+    min_image_side: int = bounded(16, 1, 65_535)
+    max_aspect_ratio: float = bounded(8.0, 1.0)
+    # Gradient magnitude (0..1) above which a pixel is a line.
+    edge_threshold: float = bounded(0.12, 0.0, 1.0, high_open=True)
+    runner: str = beam_runner("FnApiRunner")
 
 
 @dataclasses.dataclass
@@ -88,12 +173,12 @@ class PairsConfig:
 
     input: str = ""  # an ingest output folder
     output: str = ""
-    window_days: float = 30.0
-    min_log_margin: float = 0.5
-    max_pairs_per_image: int = 5
-    seed: int = 0
-    num_shards: int = 0
-    runner: str = "FnApiRunner"
+    window_days: float = bounded(30.0, 0.0, 36_500.0)
+    min_log_margin: float = bounded(0.5, 0.0)
+    max_pairs_per_image: int = bounded(5, 1, 10_000)
+    seed: int = bounded(0, 0, _SEED_MAX)
+    num_shards: int = bounded(0, 0, 10_000)
+    runner: str = beam_runner("FnApiRunner")
 
 
 @dataclasses.dataclass
@@ -120,33 +205,34 @@ class RankerConfig:
     logdir: str = ""  # TensorBoard; default <output>/../logs/train_ranker
     backbone: Literal["resnet50", "small"] = "resnet50"
     weights: str = "imagenet"
-    small_width: int = 32
-    image_size: int = 256
-    batch_size: int = 64
-    epochs: int = 10
-    steps_per_epoch: int = 0  # 0: one pass over the training pairs
-    backbone_learning_rate: float = 1e-5
-    head_learning_rate: float = 1e-4
+    small_width: int = bounded(32, 1, 512)
+    image_size: int = bounded(256, 32, 1024, why="ResNet50's smallest input")
+    batch_size: int = bounded(64, 1, 4096)
+    epochs: int = bounded(10, 1, 100_000)
+    steps_per_epoch: int = bounded(0, 0, 10_000_000)  # 0: one pass over the training pairs
+    backbone_learning_rate: float = bounded(1e-5, 0.0, low_open=True)
+    head_learning_rate: float = bounded(1e-4, 0.0, low_open=True)
     # Paper: constant rates, no weight decay. "cosine" decays both rates to 0 over the run.
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    weight_decay: float = 0.0  # > 0: AdamW with this decoupled decay
-    dropout: float = 0.0  # on the pooled features before the score head, in [0, 1)
+    weight_decay: float = bounded(0.0, 0.0)  # > 0: AdamW with this decoupled decay
+    dropout: float = bounded(0.0, 0.0, 1.0, high_open=True)  # on the pooled features before the score head, in [0, 1)
     # Targets 1 − s/2 and s/2 instead of 1 and 0: a pair whose margin is noise stops pulling the
     # score gap of a memorised pair towards infinity. In [0, 1).
-    label_smoothing: float = 0.0
+    label_smoothing: float = bounded(0.0, 0.0, 1.0, high_open=True)
     # The weights the stage ships: "best" restores the epoch with the highest held-out pairwise
     # accuracy (ties: lower held-out loss), since a small dataset is overfitted before the run
     # ends; "last" keeps the final step's. The held-out pairs then chose the epoch, so their
     # accuracy in metrics.json is slightly optimistic; Kendall τ against truth is not selected on.
     select_epoch: Literal["best", "last"] = "best"
     flip: bool = True
-    max_shift: float = 0.0  # random translation, as a fraction of the side (white fill)
-    shuffle_buffer: int = 2048
-    checkpoint_every: int = 100  # steps
-    num_logged_images: int = 8
+    # Random translation, as a fraction of the side (white fill).
+    max_shift: float = bounded(0.0, 0.0, 1.0, high_open=True)
+    shuffle_buffer: int = bounded(2048, 1, 1_000_000)
+    checkpoint_every: int = bounded(100, 1, 10_000_000)  # steps
+    num_logged_images: int = bounded(8, 0, 256)
     mixed_precision: Precision = "none"
     jit_compile: bool = False  # XLA-compile the train step
-    seed: int = 0
+    seed: int = bounded(0, 0, _SEED_MAX)
 
 
 @dataclasses.dataclass
@@ -162,10 +248,10 @@ class ScoreConfig:
     input: str = ""  # the ingest output folder
     model: str = ""  # a ranker SavedModel folder
     output: str = ""
-    batch_size: int = 64
-    unpopular_quantile: float = 0.4
-    popular_quantile: float = 0.6
-    threshold: Optional[float] = None
+    batch_size: int = bounded(64, 1, 4096)
+    unpopular_quantile: float = bounded(0.4, 0.0, 1.0)
+    popular_quantile: float = bounded(0.6, 0.0, 1.0)
+    threshold: Optional[float] = bounded(None)
 
 
 @dataclasses.dataclass
@@ -182,13 +268,13 @@ class ClusterConfig:
     input: str = ""  # the ingest output folder
     output: str = ""
     weights: str = "imagenet"
-    feature_size: int = 224
-    num_clusters: int = 10
-    covariance_epsilon: float = 1e-3
-    batch_size: int = 32
-    examples_per_cluster: int = 8
+    feature_size: int = bounded(224, 32, 1024, multiple_of=32, why="EfficientNet's stride")
+    num_clusters: int = bounded(10, 1, 10_000)
+    covariance_epsilon: float = bounded(1e-3, 0.0, low_open=True)
+    batch_size: int = bounded(32, 1, 4096)
+    examples_per_cluster: int = bounded(8, 0, 1000)
     mixed_precision: Precision = "none"
-    seed: int = 0
+    seed: int = bounded(0, 0, _SEED_MAX)
 
 
 @dataclasses.dataclass
@@ -235,36 +321,36 @@ class TranslatorConfig:
     logdir: str = ""  # TensorBoard; default <output>/../logs/<output folder name>
     model: Literal["dmit", "pix2pix"] = "dmit"
     diversity: Literal["none", "ms", "clusters"] = "none"
-    image_size: int = 256
-    base_filters: int = 64
-    noise_dim: int = 8
-    num_scales: int = 2
-    discriminator_layers: int = 3
-    batch_size: int = 1
-    epochs: int = 200
-    decay_epochs: int = 100
-    steps_per_epoch: int = 0  # 0: one pass over the training posts
-    learning_rate: float = 1e-4
-    beta_1: float = 0.5
-    beta_2: float = 0.999
-    lambda_l1: float = 10.0
-    lambda_ms: float = 1.0
-    lambda_d: float = 5.0
-    lambda_m: float = 0.2
-    mahalanobis_warmup: float = 0.25
+    image_size: int = bounded(256, 16, 1024)
+    base_filters: int = bounded(64, 1, 1024)
+    noise_dim: int = bounded(8, 1, 1024)
+    num_scales: int = bounded(2, 1, 8)
+    discriminator_layers: int = bounded(3, 1, 10)
+    batch_size: int = bounded(1, 1, 1024)
+    epochs: int = bounded(200, 1, 100_000)
+    decay_epochs: int = bounded(100, 0, 100_000)
+    steps_per_epoch: int = bounded(0, 0, 10_000_000)  # 0: one pass over the training posts
+    learning_rate: float = bounded(1e-4, 0.0, low_open=True)
+    beta_1: float = bounded(0.5, 0.0, 1.0, high_open=True)
+    beta_2: float = bounded(0.999, 0.0, 1.0, high_open=True)
+    lambda_l1: float = bounded(10.0, 0.0)
+    lambda_ms: float = bounded(1.0, 0.0)
+    lambda_d: float = bounded(5.0, 0.0)
+    lambda_m: float = bounded(0.2, 0.0)
+    mahalanobis_warmup: float = bounded(0.25, 0.0, 1.0)
     # pix2pix's own schedule (model=pix2pix): Suzuki et al. train 400 epochs at MSGAN's rate and
     # switch L_m on at epoch 100 (mahalanobis_warmup = 0.25), with no decay.
-    pix2pix_epochs: int = 400
-    pix2pix_decay_epochs: int = 0
-    pix2pix_learning_rate: float = 2e-4
+    pix2pix_epochs: int = bounded(400, 1, 100_000)
+    pix2pix_decay_epochs: int = bounded(0, 0, 100_000)
+    pix2pix_learning_rate: float = bounded(2e-4, 0.0, low_open=True)
     # DMIT (model=dmit): the official DMIT options.
-    style_dim: int = 8
-    num_downsampling: int = 2
-    content_residual_blocks: int = 4
-    style_blocks: int = 4
-    decoder_residual_blocks: int = 6
-    image_d_blocks: int = 3
-    content_d_blocks: int = 5
+    style_dim: int = bounded(8, 1, 1024)
+    num_downsampling: int = bounded(2, 0, 8)
+    content_residual_blocks: int = bounded(4, 0, 64)
+    style_blocks: int = bounded(4, 1, 16)
+    decoder_residual_blocks: int = bounded(6, 0, 64)
+    image_d_blocks: int = bounded(3, 1, 16)
+    content_d_blocks: int = bounded(5, 1, 16)
     up_type: Literal["transpose", "nearest"] = "transpose"
     # Spectral normalisation of the discriminators and of the generator networks (encoders and
     # decoder): "pytorch" (the official code's semantics), "keras" (projection) or "none".
@@ -272,26 +358,26 @@ class TranslatorConfig:
     generator_spectral_norm: Literal["keras", "pytorch", "none"] = "pytorch"
     # The style encoder's normalisation: "instance" (DMIT) or "none" (MUNIT's style encoder).
     style_normalization: Literal["instance", "none"] = "instance"
-    dropout_rate: float = 0.0
+    dropout_rate: float = bounded(0.0, 0.0, 1.0, high_open=True)
     # The modalities whose domains DMIT trains on: both (the paper's edge → colour and colour →
     # colour) or colour only (every step spent on popularity translation).
     modalities: list[Literal["edge", "color"]] = dataclasses.field(default_factory=lambda: ["edge", "color"])
     share_discriminator: bool = False
-    lambda_rec: float = 10.0
-    lambda_kl: float = 0.01
-    lambda_cycle: float = 10.0
-    lambda_latent: float = 1.0
-    lambda_content: float = 1.0
-    lambda_diversity: float = 0.05
-    lambda_adversarial: float = 1.0
+    lambda_rec: float = bounded(10.0, 0.0)
+    lambda_kl: float = bounded(0.01, 0.0)
+    lambda_cycle: float = bounded(10.0, 0.0)
+    lambda_latent: float = bounded(1.0, 0.0)
+    lambda_content: float = bounded(1.0, 0.0)
+    lambda_diversity: float = bounded(0.05, 0.0)
+    lambda_adversarial: float = bounded(1.0, 0.0)
     flip: bool = True
-    checkpoint_every: int = 500
-    num_sample_edges: int = 6  # held-out inputs in the sample grid (pix2pix: columns; dmit: rows)
-    eval_inputs: int = 50  # held-out inputs for the diversity figure
-    eval_samples: int = 5  # outputs per input
+    checkpoint_every: int = bounded(500, 1, 10_000_000)
+    num_sample_edges: int = bounded(6, 1, 256)  # held-out inputs in the sample grid (pix2pix: columns; dmit: rows)
+    eval_inputs: int = bounded(50, 1, 100_000)  # held-out inputs for the diversity figure
+    eval_samples: int = bounded(5, 2, 1000, why="diversity needs pairs")  # outputs per input
     mixed_precision: Precision = "none"
     jit_compile: bool = False  # XLA-compile the train step
-    seed: int = 0
+    seed: int = bounded(0, 0, _SEED_MAX)
 
 
 @dataclasses.dataclass
@@ -358,25 +444,27 @@ class EvaluateConfig:
     lpips_weights: str = "imagenet"
     lpips_linear_weights: str = ""  # .npz of the 1x1 linear weights; empty: all ones
     lpips_standard: bool = False
-    num_inputs: int = 100
-    samples_per_input: int = 10
-    max_images: int = 0
-    num_grid_pairs: int = 4
-    ndb_bins: int = 100
-    ndb_alpha: float = 0.05
+    num_inputs: int = bounded(100, 1, 100_000)
+    samples_per_input: int = bounded(10, 2, 1000, why="diversity needs pairs of outputs")
+    max_images: int = bounded(0, 0, 10_000_000)
+    num_grid_pairs: int = bounded(4, 0, 1000)
+    ndb_bins: int = bounded(100, 2, 10_000)
+    ndb_alpha: float = bounded(0.05, 0.0, 1.0, low_open=True, high_open=True)
     ndb_whiten: bool = False
-    ndb_image_size: int = 32
-    ndb_max_train: int = 20000
-    uplift_threshold: float = 1.0  # the paper's "share above 1"
-    batch_size: int = 16
-    seed: int = 0
-    attribute_image_size: int = 0  # 0: the output size of the generator being judged
-    attribute_steps: int = 0  # 0: 15 passes over the training images, at least 400 and at most 900 batches
-    attribute_batch_size: int = 64
-    attribute_width: int = 24
-    attribute_max_train: int = 20000
-    attribute_samples: int = 8  # random styles per input for the distinct-colour count
-    attribute_confidence: float = 0.8
+    ndb_image_size: int = bounded(32, 1, 256)
+    ndb_max_train: int = bounded(20000, 1, 10_000_000)
+    uplift_threshold: float = bounded(1.0)  # the paper's "share above 1"
+    batch_size: int = bounded(16, 1, 4096)
+    seed: int = bounded(0, 0, _SEED_MAX)
+    attribute_image_size: int = bounded(0, 16, 1024, also=(0,), why="0: the size of the generator being judged")
+    # 0: 15 passes over the training images, at least 400 and at most 900 batches.
+    attribute_steps: int = bounded(0, 0, 1_000_000)
+    attribute_batch_size: int = bounded(64, 1, 4096)
+    attribute_width: int = bounded(24, 1, 1024)
+    attribute_max_train: int = bounded(20000, 1, 10_000_000)
+    # Random styles per input for the distinct-colour count.
+    attribute_samples: int = bounded(8, 2, 1000, why="distinct colours and diversity need pairs")
+    attribute_confidence: float = bounded(0.8, 0.0, 1.0, low_open=True, high_open=True)
     mixed_precision: Precision = "none"
 
 
@@ -399,8 +487,8 @@ class ExportConfig:
     workdir: str = ""
     export_dir: str = "saved_models"
     models: list[str] = dataclasses.field(default_factory=lambda: ["ranker", "clusterer", "translator"])
-    max_pixels: int = 25_000_000
-    max_samples: int = 32
+    max_pixels: int = bounded(25_000_000, 1, _INT31_MAX, why="the served graph multiplies two sides in int64")
+    max_samples: int = bounded(32, 1, _INT31_MAX)
 
 
 @dataclasses.dataclass
@@ -426,6 +514,17 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
+# Values in messages are shortened: a preset can hold a megabyte string or a list nested
+# hundreds deep, whose full repr would bury the sentence (or exceed the recursion limit).
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 60, 60
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 4
+
+
+def _shown(value) -> str:
+    return _SHORT.repr(value)
+
+
 def _allowed(tp) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -436,6 +535,8 @@ def _allowed(tp) -> str:
         return "null"
     if tp is bool:
         return "true or false"
+    if tp in (int, float, str):
+        return {int: "an integer", float: "a number", str: "a string"}[tp]
     return f"a value of type {getattr(tp, '__name__', tp)}"
 
 
@@ -454,21 +555,21 @@ def _convert(key: str, value, tp):
                 return _convert(key, value, arg)
             except ConfigError:
                 pass
-        raise ConfigError(f"config key '{key}': {value!r} is not {_allowed(tp)}")
+        raise ConfigError(f"config key '{key}': {_shown(value)} is not {_allowed(tp)}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value in choices:
             return value
-        raise ConfigError(f"config key '{key}': {value!r} is not allowed; use {_allowed(tp)}")
+        raise ConfigError(f"config key '{key}': {_shown(value)} is not allowed; use {_allowed(tp)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return value.lower() in ("true", "1", "yes", "on")
-        raise ConfigError(f"config key '{key}': {value!r} is not true or false")
+        raise ConfigError(f"config key '{key}': {_shown(value)} is not true or false")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': {value!r} is not an integer")
+            raise ConfigError(f"config key '{key}': {_shown(value)} is not an integer")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -478,26 +579,25 @@ def _convert(key: str, value, tp):
                 return int(value.replace("_", ""))
             except ValueError:
                 pass
-        raise ConfigError(f"config key '{key}': {value!r} is not an integer")
+        raise ConfigError(f"config key '{key}': {_shown(value)} is not an integer")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+        # float() of an int beyond 1.8e308 raises OverflowError; finiteness is validate_value's.
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
                 return float(value)
-            except ValueError:
+            except (ValueError, OverflowError):
                 pass
-        raise ConfigError(f"config key '{key}': {value!r} is not a number")
+        raise ConfigError(f"config key '{key}': {_shown(value)} is not a number")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"config key '{key}': {value!r} is not a string")
+        raise ConfigError(f"config key '{key}': {_shown(value)} is not a string")
     if origin in (tuple, list):
         (item_type, *_) = typing.get_args(tp) or (str,)
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()] if value.strip() else []
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}': {value!r} is not a list")
+            raise ConfigError(f"config key '{key}': {_shown(value)} is not a list")
         items = [_convert(key, v.strip() if isinstance(v, str) else v, item_type) for v in value]
         return tuple(items) if origin is tuple else items
     raise ConfigError(f"config key '{key}': unsupported field type {tp}")
@@ -508,17 +608,22 @@ def _field_types(section_obj) -> dict:
     return {f.name: hints[f.name] for f in dataclasses.fields(section_obj)}
 
 
+def _name(text: str) -> str:
+    """A key or section name as quoted in a message: a preset can hold a name of any length."""
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def set_value(config: Config, dotted_key: str, value) -> None:
     """Sets `section.key` on `config` with type conversion; unknown names are a ConfigError."""
     sections = {f.name for f in dataclasses.fields(config)}
     if "." not in dotted_key:
         raise ConfigError(
-            f"config key '{dotted_key}' needs a section, e.g. 'ingest.{dotted_key}'; "
+            f"config key '{_name(dotted_key)}' needs a section, e.g. 'ingest.{_name(dotted_key)}'; "
             f"sections: {', '.join(sorted(sections))}")
     section, key = dotted_key.split(".", 1)
     if section not in sections:
         raise ConfigError(
-            f"unknown config section '{section}' in '{dotted_key}'; "
+            f"unknown config section '{_name(section)}' in '{_name(dotted_key)}'; "
             f"sections: {', '.join(sorted(sections))}")
     section_obj = getattr(config, section)
     types = _field_types(section_obj)
@@ -526,85 +631,49 @@ def set_value(config: Config, dotted_key: str, value) -> None:
         close = difflib.get_close_matches(key, types, n=1)
         hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
         raise ConfigError(
-            f"unknown config key '{dotted_key}'{hint}; keys of '{section}': {', '.join(sorted(types))}")
+            f"unknown config key '{_name(dotted_key)}'{hint}; keys of '{section}': {', '.join(sorted(types))}")
     converted = _convert(dotted_key, value, types[key])
     validate_value(dotted_key, converted)
     setattr(section_obj, key, converted)
 
 
-_POSITIVE = {"pairs.max_pairs_per_image", "synth.num_posts", "synth.image_size", "synth.num_users", "ingest.image_size",
-             "ingest.max_pixels", "ingest.max_file_bytes", "ingest.min_image_side",
-             "ingest.max_caption_words", "train_ranker.small_width", "train_ranker.image_size",
-             "train_ranker.batch_size", "train_ranker.epochs", "train_ranker.checkpoint_every",
-             "train_ranker.shuffle_buffer", "train_ranker.backbone_learning_rate",
-             "train_ranker.head_learning_rate", "score.batch_size", "cluster.feature_size",
-             "cluster.num_clusters", "cluster.batch_size", "cluster.covariance_epsilon",
-             *(f"train_translator.{k}" for k in ("image_size", "base_filters", "noise_dim", "num_scales",
-                                                 "discriminator_layers", "batch_size", "epochs", "learning_rate",
-                                                 "checkpoint_every", "num_sample_edges", "eval_inputs", "style_dim",
-                                                 "style_blocks", "image_d_blocks", "content_d_blocks"))}
-_NON_NEGATIVE = {"pairs.window_days", "pairs.min_log_margin", "pairs.num_shards", "synth.num_corrupt", "ingest.min_age_days", "ingest.num_shards",
-                 "ingest.near_duplicate_distance", "ingest.near_duplicate_colour_tolerance", "train_ranker.steps_per_epoch",
-                 "train_ranker.num_logged_images", "train_ranker.weight_decay",
-                 *(f"train_translator.{k}" for k in ("decay_epochs", "steps_per_epoch", "lambda_l1", "lambda_ms",
-                                                     "lambda_d", "lambda_m", "num_downsampling",
-                                                     "content_residual_blocks", "decoder_residual_blocks",
-                                                     "lambda_rec", "lambda_kl", "lambda_cycle", "lambda_latent",
-                                                     "lambda_content", "lambda_diversity", "lambda_adversarial")),
-                 "cluster.examples_per_cluster"}
-_FRACTIONS = {"synth.broken_share", "ingest.test_ratio", "ingest.edge_threshold", "train_ranker.max_shift",
-              "train_translator.beta_1", "train_translator.beta_2", "train_translator.dropout_rate"}
-
-
-_EVALUATE_POSITIVE = {f"evaluate.{k}" for k in ("num_inputs", "batch_size", "ndb_image_size", "ndb_max_train",
-                                                  "attribute_batch_size", "attribute_width",
-                                                  "attribute_max_train")}
-_EVALUATE_NON_NEGATIVE = {f"evaluate.{k}" for k in ("max_images", "num_grid_pairs", "seed", "attribute_steps")}
+@functools.lru_cache(maxsize=1)
+def section_fields() -> dict:
+    """{"section.key": (dataclasses.Field, field type)} for every field of every section."""
+    found = {}
+    for name, section in typing.get_type_hints(Config).items():
+        hints = typing.get_type_hints(section)
+        for field in dataclasses.fields(section):
+            found[f"{name}.{field.name}"] = (field, hints[field.name])
+    return found
 
 
 def validate_value(key: str, value) -> None:
-    """Range checks that a type alone cannot express; the message names the key and the range."""
-    if key in _POSITIVE and value <= 0:
-        raise ConfigError(f"config key '{key}': {value!r} must be > 0")
-    if key in _NON_NEGATIVE and value < 0:
-        raise ConfigError(f"config key '{key}': {value!r} must be >= 0")
-    if key in _FRACTIONS and not 0.0 <= value < 1.0:
-        raise ConfigError(f"config key '{key}': {value!r} must be in [0, 1)")
-    if key == "ingest.max_aspect_ratio" and value < 1.0:
-        raise ConfigError(f"config key '{key}': {value!r} must be >= 1")
-    if key == "ingest.near_duplicate_distance" and value > 15:
-        raise ConfigError(f"config key '{key}': {value!r} must be <= 15 (of 64 hash bits)")
-    if key == "ingest.near_duplicate_colour_tolerance" and value > 255:
-        raise ConfigError(f"config key '{key}': {value!r} must be <= 255")
-    if key in ("score.unpopular_quantile", "score.popular_quantile") and not 0.0 <= value <= 1.0:
-        raise ConfigError(f"config key '{key}': {value!r} must be in [0, 1]")
-    if key == "train_translator.mahalanobis_warmup" and not 0.0 <= value <= 1.0:
-        raise ConfigError(f"config key '{key}': {value!r} must be in [0, 1]")
-    if key == "train_translator.eval_samples" and value < 2:
-        raise ConfigError(f"config key '{key}': {value!r} must be >= 2 (diversity needs pairs)")
-    if key == "cluster.feature_size" and value % 32:
-        raise ConfigError(f"config key '{key}': {value!r} must be a multiple of 32 (EfficientNet's stride)")
-    if key == "synth.image_size" and value < 32:
-        raise ConfigError(f"config key '{key}': {value!r} must be >= 32")
-    if key in _EVALUATE_POSITIVE and value <= 0:
-        raise ConfigError(f"config key '{key}': {value!r} must be > 0")
-    if key in _EVALUATE_NON_NEGATIVE and value < 0:
-        raise ConfigError(f"config key '{key}': {value!r} must be >= 0")
-    if key == "evaluate.samples_per_input" and value < 2:
-        raise ConfigError(f"config key '{key}': {value!r} must be >= 2 (diversity needs pairs of outputs)")
-    if key == "evaluate.attribute_samples" and value < 2:
-        raise ConfigError(f"config key '{key}': {value!r} must be >= 2 (distinct colours and diversity need pairs)")
-    if key == "evaluate.attribute_image_size" and value != 0 and value < 16:
-        raise ConfigError(f"config key '{key}': {value!r} must be 0 (the generator's size) or >= 16")
-    if key == "evaluate.attribute_confidence" and not 0.0 < value < 1.0:
-        raise ConfigError(f"config key '{key}': {value!r} must be in (0, 1)")
-    if key == "evaluate.ndb_bins" and value < 2:
-        raise ConfigError(f"config key '{key}': {value!r} must be >= 2")
-    if key == "evaluate.ndb_alpha" and not 0.0 < value < 1.0:
-        raise ConfigError(f"config key '{key}': {value!r} must be in (0, 1)")
-    # Below 2³¹: the served graph multiplies two sides of at most this many pixels in int64.
-    if key in ("export.max_pixels", "export.max_samples") and not 1 <= value <= 2**31 - 1:
-        raise ConfigError(f"config key '{key}': {value!r} must be in [1, {2**31 - 1}]")
+    """Checks a converted value against what its field declares; the message names the key.
+
+    Every float must be finite (NaN fails every comparison, so a NaN limit would quietly switch a
+    check off), every int or float lies in its field's `Range`, and a Beam runner must be one
+    that Beam can build. Called by `set_value`, and by stages for configs built in code.
+    """
+    if key not in section_fields() or value is None or isinstance(value, bool):
+        return
+    field, tp = section_fields()[key]
+    if field.metadata.get("beam_runner"):
+        from pop_tf.beam.options import runner_problem
+
+        problem = runner_problem(value)
+        if problem:
+            raise ConfigError(f"config key '{key}': {problem}")
+        return
+    bounds = field.metadata.get("range")
+    if bounds is None or not isinstance(value, (int, float)):
+        return
+    integer = int in (tp, *typing.get_args(tp)) and float not in (tp, *typing.get_args(tp))
+    if isinstance(value, float) and not math.isfinite(value) and not bounds.nonfinite:
+        raise ConfigError(f"config key '{key}': {value!r} is not a finite number; use {bounds.describe(integer)}")
+    if not bounds.admits(value):
+        problem = "is out of range" if not bounds.within(value) else "is not allowed"
+        raise ConfigError(f"config key '{key}': {_shown(value)} {problem}; use {bounds.describe(integer)}")
 
 
 def apply_overrides(config: Config, overrides: dict, origin: str) -> None:
@@ -615,7 +684,8 @@ def apply_overrides(config: Config, overrides: dict, origin: str) -> None:
         if section.startswith("_"):  # comments in preset files
             continue
         if not isinstance(values, dict):
-            raise ConfigError(f"{origin}: section '{section}' must be an object of keys")
+            raise ConfigError(f"{origin}: section '{_name(section)}' must be an object of keys, got "
+                              f"{_json_type(values)}")
         for key, value in values.items():
             try:
                 set_value(config, f"{section}.{key}", value)
@@ -623,18 +693,70 @@ def apply_overrides(config: Config, overrides: dict, origin: str) -> None:
                 raise ConfigError(f"{origin}: {e}") from None
 
 
+# A preset holds a few settings (the paper's is 150 bytes); anything near this is not one.
+MAX_PRESET_BYTES = 1024 * 1024
+
+
+def _unique_keys(pairs) -> dict:
+    """json's object hook: a key given twice is an error (json itself keeps the last one silently)."""
+    found = {}
+    for key, value in pairs:
+        if key in found:
+            raise ConfigError(f"key {_shown(key)} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _parse_preset(text: str, origin: str) -> dict:
+    """The JSON object of sections in `text`, or a ConfigError naming `origin` and what is wrong."""
+    try:
+        overrides = json.loads(text, object_pairs_hook=_unique_keys)
+    except ConfigError as e:
+        raise ConfigError(f"{origin}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{origin}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: nested too deeply to be a preset, which is an object of sections "
+                          "holding keys and their values") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"{origin}: not a usable JSON preset ({_SHORT.repr(str(e))})") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{origin}: the top level must be an object of sections, such as "
+                          f'{{"ingest": {{"image_size": 64}}}}; got {_json_type(overrides)}')
+    return overrides
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "true or false", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
 def load_preset(name_or_path: str) -> dict:
+    """The overrides of a named preset or a JSON file: `{section: {key: value}}`.
+
+    A file must be UTF-8 JSON (a byte-order mark is allowed) of at most `MAX_PRESET_BYTES`,
+    holding an object at the top; anything else is a ConfigError naming the file.
+    """
     if name_or_path in PRESETS:
-        text = resources.files("pop_tf.presets").joinpath(f"{name_or_path}.json").read_text()
-        return json.loads(text)
+        text = resources.files("pop_tf.presets").joinpath(f"{name_or_path}.json").read_text(encoding="utf-8")
+        return _parse_preset(text, f"preset '{name_or_path}'")
     if os.path.isfile(name_or_path):
-        with open(name_or_path) as f:
-            try:
-                return json.load(f)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"preset file {name_or_path}: not valid JSON ({e})") from None
+        origin = f"preset file {name_or_path}"
+        try:
+            with open(name_or_path, "rb") as f:
+                data = f.read(MAX_PRESET_BYTES + 1)
+        except OSError as e:
+            raise ConfigError(f"{origin}: cannot be read ({e.strerror or e})") from None
+        if len(data) > MAX_PRESET_BYTES:
+            raise ConfigError(f"{origin}: larger than {MAX_PRESET_BYTES:,} bytes, which no preset needs")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{origin}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                              "save it as UTF-8 JSON") from None
+        return _parse_preset(text, origin)
     raise ConfigError(
-        f"unknown preset '{name_or_path}'; use one of {', '.join(PRESETS)} or a JSON file path")
+        f"unknown preset {_shown(name_or_path)}; use one of {', '.join(PRESETS)} or a JSON file path")
 
 
 def parse_set(pair: str, default_section: Optional[str] = None) -> tuple:

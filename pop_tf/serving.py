@@ -4,6 +4,20 @@ Every endpoint takes images of any size as uint8 [N, H, W, 3] and fits them into
 S×S square the way ingest did for training (scale the longer side to S, pad the shorter one with
 white, centred), so a client never has to know S. Bad inputs fail inside the graph with an
 `InvalidArgumentError` whose text says what was expected; the loaded model never needs pop_tf.
+
+Image arguments must be uint8, and nothing converts them: a tf.function or SavedModel signature
+whose input is declared uint8 turns a NumPy float32 array into uint8 with a plain cast before
+the graph sees it (0.3 becomes 0, so a float image in [0, 1] is scored as black), and no check
+inside the graph can tell. So the image endpoints (`score`, `embed`, `assign`, `translate`,
+`sample`) declare no input signature: each is saved as its uint8 trace plus one trace per other
+dtype of its image arguments (`_strict_endpoint`), and those fail with an InvalidArgumentError
+naming the argument and its dtype. A NumPy array keeps its dtype when the loaded function is
+called, so float, int and bool arrays reach the refusal, as do tensors; any pairing of dtypes
+not traced (a float32 content with an int32 reference) finds no matching function and is a
+ValueError. The `signatures` (for TF Serving and C++ clients, whose requests carry their dtype)
+stay uint8 only; from Python, call the endpoints (`model.score(images)`), since calling a
+signature function converts a NumPy array to its declared dtype first. A nested Python list
+(not an array) is converted by TensorFlow as uint8, integers modulo 256.
 Models are exported with `keras.export.ExportArchive` (several endpoints, each also a signature)
 into integer version folders as TF Serving expects, with `pop_tf.json` beside the graph.
 
@@ -99,6 +113,67 @@ def checked_images(images, name="images", max_pixels=None):
         # A reshape to the checked shape (not tf.ensure_shape, which grappler let run before the
         # rank assert for a rank-5 input) gives the static [None, None, None, 3].
         return tf.reshape(images, tf.stack([shape[0], shape[1], shape[2], 3]))
+
+
+# The dtypes an image array arrives in when it is not uint8, Python's defaults for nested lists
+# (float32, int32, bool) first: the loader tries traces in this order when it must convert a list.
+_REFUSED_DTYPES = ("float32", "int32", "bool", "float64", "float16", "bfloat16", "int64", "int16", "int8",
+                   "uint16", "uint32", "uint64", "complex64", "complex128")
+
+
+def _strict_endpoint(body, signature):
+    """`body` as a tf.function saved with its uint8 trace first and a refusal for every other dtype.
+
+    `signature` lists the TensorSpecs of `body`'s arguments; the uint8 ones are images. The
+    uint8 trace comes first, so it is the endpoint's SavedModel signature. Every other dtype in
+    `_REFUSED_DTYPES`, for every non-empty set of the image arguments at once, gets a small
+    trace that fails with an InvalidArgumentError naming the arguments and their dtypes, and
+    computes nothing (a copy of the model per dtype would multiply the graph). Without an input
+    signature the loaded function matches a call to a trace by the arguments' own dtypes, so a
+    NumPy float32 array is refused rather than cast to uint8 (see the module docstring).
+    """
+    import functools
+    import inspect
+    import itertools
+
+    import tensorflow as tf
+
+    parameters = inspect.signature(body)
+    images = [spec.name for spec in signature if spec.dtype == tf.uint8]
+    declared = {spec.name: spec.shape for spec in signature}
+    outputs = {}
+
+    @functools.wraps(body)
+    def endpoint(*args, **kwargs):
+        given = parameters.bind(*args, **kwargs).arguments
+        wrong = [name for name in images if given[name].dtype != tf.uint8]
+        if not wrong:
+            # Without an input signature, a caller's static shapes reach the saved graph, and shape
+            # inference there ran ahead of the checks: 2 channels failed as "Cannot reshape a tensor
+            # with 128 elements" at call time instead of "got a different channel count". This op
+            # passes the value on with only the declared shape, as an input signature did.
+            return body(**{name: tf.compat.v1.placeholder_with_default(value, declared[name])
+                           for name, value in given.items()})
+        got = ", ".join(f"{name} as {given[name].dtype.name}" for name in wrong)
+        # No apostrophes: Assert prints its strings with quotes escaped.
+        refusal = tf.debugging.Assert(False, [
+            f"{' and '.join(wrong)} must be {_IMAGES_HELP}; got {got}. Pixels are not converted here (a cast "
+            "would turn a float image in [0, 1] black): send uint8 pixels 0 to 255, e.g. "
+            "np.round(np.clip(images, 0, 1) * 255).astype(np.uint8) for floats in [0, 1]"])
+        with tf.control_dependencies([refusal]):
+            return tf.nest.map_structure(lambda t: tf.zeros([0] * max(t.shape.rank or 1, 1), t.dtype),
+                                         outputs["structure"])
+
+    function = tf.function(endpoint, autograph=False)
+    outputs["structure"] = function.get_concrete_function(*signature).structured_outputs
+    positions = [i for i, spec in enumerate(signature) if spec.dtype == tf.uint8]
+    for dtype in _REFUSED_DTYPES:
+        for count in range(1, len(positions) + 1):
+            for chosen in itertools.combinations(positions, count):
+                function.get_concrete_function(*[
+                    tf.TensorSpec(spec.shape, dtype, name=spec.name) if i in chosen else spec
+                    for i, spec in enumerate(signature)])
+    return function
 
 
 def fit_to_square(images, size: int):
@@ -300,7 +375,9 @@ def export_ranker(ranker, directory: str, config: dict, data_fingerprint: str, m
     and `score_jpeg(encoded: string [N]) → {"score": float32 [N]}` (JPEG or PNG bytes). Images
     are fitted into the ranker's S×S square and scaled to [0, 1], as in training. Images of more
     than `max_pixels` pixels (default `ExportConfig.max_pixels`) are refused; `score_jpeg` reads
-    the size from the header, before decoding.
+    the size from the header, before decoding. `images` must be uint8: an array or tensor of any
+    other dtype (a float image in [0, 1] included) is an InvalidArgumentError naming its dtype,
+    never cast (`_strict_endpoint`); `signatures["score"]` is the uint8 trace, for TF Serving.
     """
     import keras
     import tensorflow as tf
@@ -313,7 +390,6 @@ def export_ranker(ranker, directory: str, config: dict, data_fingerprint: str, m
         archive.track(ranker)
         archive.track(table)
 
-        @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
         def score(images):
             images = fit_to_square(checked_images(images, max_pixels=_limit(table, "max_pixels")), size)
             return {"score": ranker(images / 255.0, training=False)}
@@ -323,7 +399,7 @@ def export_ranker(ranker, directory: str, config: dict, data_fingerprint: str, m
             images = decode_images(encoded, size, max_pixels=_limit(table, "max_pixels"))
             return {"score": ranker(images / 255.0, training=False)}
 
-        archive.add_endpoint("score", score)
+        archive.add_endpoint("score", _strict_endpoint(score, [tf.TensorSpec(None, tf.uint8, name="images")]))
         archive.add_endpoint("score_jpeg", score_jpeg)
         return archive
 
@@ -339,7 +415,8 @@ def export_clusterer(features_model, stats, directory: str, config: dict, data_f
     `assign(images: uint8 [N, H, W, 3]) → {"cluster": int32 [N]}` (nearest k-means centre, the
     centres baked in as a constant). `features_model` is a built
     `pop_tf.models.clusterer.ClusterFeatures`; `stats` its `ClusterStats`. Images of more than
-    `max_pixels` pixels (default `ExportConfig.max_pixels`) are refused.
+    `max_pixels` pixels (default `ExportConfig.max_pixels`) are refused, and so are images of any
+    dtype but uint8, by name (`_strict_endpoint`), never cast.
     """
     import keras
     import numpy as np
@@ -351,7 +428,8 @@ def export_clusterer(features_model, stats, directory: str, config: dict, data_f
         raise ValueError(f"the cluster centres have {centers.shape[1]} dims but the feature model gives "
                          f"{features_model.dims}")
     # Shape left open (dtype only), so wrong ranks, channel counts and empty batches reach
-    # `checked_images` and fail with a message instead of a signature mismatch.
+    # `checked_images` and fail with a message instead of a signature mismatch; other dtypes
+    # reach `_strict_endpoint`'s refusals.
     spec = [tf.TensorSpec(None, tf.uint8, name="images")]
     limits = resolve_limits(max_pixels=max_pixels)
 
@@ -373,8 +451,8 @@ def export_clusterer(features_model, stats, directory: str, config: dict, data_f
         archive = keras.export.ExportArchive()
         archive.track(features_model)
         archive.track(table)
-        archive.add_endpoint("embed", embed, input_signature=spec)
-        archive.add_endpoint("assign", assign, input_signature=spec)
+        archive.add_endpoint("embed", _strict_endpoint(embed, spec))
+        archive.add_endpoint("assign", _strict_endpoint(assign, spec))
         return archive
 
     return _export(directory, limits, build, "clusterer", config, data_fingerprint, feature_size=size,
@@ -405,6 +483,9 @@ def export_translator(trainer_or_networks, directory: str, config: dict, data_fi
     Domain names are "<popularity>/<modality>" and map onto the training labels through a lookup
     table baked into the graph; an unknown name is an InvalidArgumentError listing the valid ones.
     Images are fitted into the S×S square (`fit_to_square`) and scaled to [−1, 1] as in training.
+    `content` and `reference` must be uint8: an array or tensor of another dtype is an
+    InvalidArgumentError naming the argument and its dtype, never cast (`_strict_endpoint`);
+    `seed` and `num_samples` take Python ints or tensors of their dtypes.
     A cluster-conditioned generator draws its cluster ids from the cluster shares (seed 0 for
     `translate`, `seed` for `sample`), the test-time rule of Suzuki et al.
 
@@ -501,11 +582,11 @@ def export_translator(trainer_or_networks, directory: str, config: dict, data_fi
             archive.track(network)
         archive.track(table)
         archive.track(limits)
-        archive.add_endpoint("translate", translate,
-                             input_signature=[images("content"), images("reference"), domain])
-        archive.add_endpoint("sample", sample, input_signature=[
+        archive.add_endpoint("translate", _strict_endpoint(translate, [images("content"), images("reference"),
+                                                                      domain]))
+        archive.add_endpoint("sample", _strict_endpoint(sample, [
             images("content"), domain, tf.TensorSpec([], tf.int64, name="seed"),
-            tf.TensorSpec([], tf.int32, name="num_samples")])
+            tf.TensorSpec([], tf.int32, name="num_samples")]))
         archive.add_endpoint("domains", domain_names, input_signature=[])
         return archive
 
