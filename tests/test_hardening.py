@@ -78,7 +78,7 @@ def test_a_full_disk_is_one_sentence_with_what_to_do(tmp_path, monkeypatch, caps
     monkeypatch.setattr(synth, "run", full_disk)
     assert cli.main(["run", "--workdir", str(tmp_path / "w"), "--until", "synth"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == (f"pop-tf run: error: No space left on device ({tmp_path / 'w' / 'synth' / 'images'}); "
+    assert err == (f"pop-tf run: error: no space left on the device holding {tmp_path / 'w' / 'synth'}; "
                    "free some space or point --workdir/--output at another disk, then rerun")
     assert not (tmp_path / "w" / "synth" / "_COMPLETE").exists()
 

@@ -6,11 +6,13 @@ endpoints of SPEC §7. Export copies each into `<export_dir>/<model>/<v>/`, `<v>
 version as TF Serving expects. A model whose `pop_tf.json` equals that of the newest version
 (same kind, config and training-data fingerprint) is not copied again, so rerunning the pipeline
 does not pile up identical versions. The copy goes to a hidden temporary folder first and is
-renamed into place, so TF Serving never sees half a version. Each copy gets the serving limits of
+renamed into place, so TF Serving never sees half a version; a copy that fails (a full disk: one
+sentence naming the folder) leaves no temporary folder behind. Each copy gets the serving limits of
 `ExportConfig` (`max_pixels`, `max_samples`) in its `assets/limits.tsv` and `pop_tf.json`, so a
 model exported with other limits is a new version.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +20,7 @@ import sys
 import tempfile
 
 from pop_tf import config as config_lib
-from pop_tf import serving
+from pop_tf import errors, serving
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_apart
 
@@ -54,15 +56,20 @@ def export_model(source: str, base: str, kind: str, limits: dict) -> tuple:
                 return newest, False
         except PopTfError:
             pass  # a newest version without a readable card is not ours to compare: add a new one
-    os.makedirs(base, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=base)
+    staging = None
     try:
-        shutil.copytree(source, os.path.join(staging, "model"))
-        serving.set_limits(os.path.join(staging, "model"), wanted)
-        target = os.path.join(base, str(version))
-        os.rename(os.path.join(staging, "model"), target)
+        with errors.storage_errors(base):
+            os.makedirs(base, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".export-", dir=base)
+            shutil.copytree(source, os.path.join(staging, "model"))
+            serving.set_limits(os.path.join(staging, "model"), wanted)
+            target = os.path.join(base, str(version))
+            os.rename(os.path.join(staging, "model"), target)
+    except shutil.Error as e:  # copytree's list of every file that failed: one sentence of the first
+        raise ExportError(f"cannot export {source} to {base}: {errors.describe_os_error(e)}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
     return target, True
 
 
@@ -103,10 +110,15 @@ def run(cfg: config_lib.ExportConfig) -> dict:
         print(f"export: {model} → {target}" + ("" if copied else " (unchanged, kept)"), file=sys.stderr)
         paths[model] = target
     output = os.path.join(cfg.workdir, STAGE)
-    os.makedirs(output, exist_ok=True)
-    config_lib.write_resolved(cfg, output)
     manifest = os.path.join(output, "exported.json")
-    with open(manifest + ".tmp", "w") as f:
-        json.dump(paths, f, indent=2, sort_keys=True)
-    os.replace(manifest + ".tmp", manifest)
+    try:
+        with errors.storage_errors(output):
+            os.makedirs(output, exist_ok=True)
+            config_lib.write_resolved(cfg, output)
+            with open(manifest + ".tmp", "w") as f:
+                json.dump(paths, f, indent=2, sort_keys=True)
+            os.replace(manifest + ".tmp", manifest)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(manifest + ".tmp")  # only there when the manifest could not be written
     return {**paths, "manifest": manifest}

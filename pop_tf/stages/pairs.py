@@ -41,7 +41,7 @@ from pop_tf.beam.options import pipeline_options
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_stage
 from pop_tf.stages import ingest
-from pop_tf.stages.staging import install, make_staging
+from pop_tf.stages.staging import install, make_staging, stage_run
 
 STAGE = "pairs"
 NAMESPACE = "pop_tf.pairs"
@@ -241,6 +241,7 @@ def _read_ingest_stats(folder: str) -> dict:
         raise PairsError(f"ingest stats file '{path}' is not valid JSON") from None
 
 
+@stage_run
 def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
     """Runs the pairs job; returns the artifact paths. Raises PairsError with a sentence."""
     if not cfg.input:

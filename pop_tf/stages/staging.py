@@ -12,39 +12,198 @@ stage's) that the stage would replace or that looks like one of its outputs stop
 before anything is moved, so it is never deleted and never read back as a stage output. A folder
 without a record whose `config.json` is a stage's resolved config was written by a pop_tf from
 before the record, and is adopted whole (`adopt`).
+
+One process at a time writes an output folder: `make_staging` takes an exclusive lock on
+`<output>/.staging-lock` (the same fcntl lock `pop-tf run` holds on its work folder), so a second
+run into the same output stops at once, naming the process that holds it, instead of deleting
+the first run's staging folder. `install` releases it. A stage's `run` decorated with
+`stage_run` (and every stage `pop-tf run` runs) removes its staging folder and releases the lock
+however it fails, and reports a full or read-only device, also one Beam or TensorFlow wrapped,
+as one sentence naming the output folder; a process that ends does the same for whatever is left.
 """
 
+import atexit
+import contextlib
 import dataclasses
+import fcntl
+import functools
 import json
 import os
 import re
 import shutil
+import time
 import uuid
 
+from pop_tf import errors
 from pop_tf.errors import PopTfError
 
 PREFIX = ".staging-"
 RECORD = ".pop_tf_outputs.json"
+# Named like a staging folder so every listing that skips those skips it, but never matched by
+# `_STAGING_NAME`, so cleaning up after killed runs never removes a live lock.
+LOCK = PREFIX + "lock"
 ANY_OWNER = "*"  # recorded by `adopt`: an older pop_tf's output, its stage unknown
 _STAGING_NAME = re.compile(r"^\.staging-[0-9a-f]{12}$")
+
+_HELD = {}  # real path of an output folder this process holds → (descriptor, lock file)
+_LIVE = {}  # staging folder made and not yet installed → its output folder
+_SCOPES = []  # per open `run_scope`: the (staging, output) pairs made within it
+_EXIT_CLEANUP = []  # registered once
 
 
 class OutputFolderError(PopTfError):
     """The output folder cannot be created or written, or holds files pop_tf did not write."""
 
 
+class OutputBusyError(OutputFolderError):
+    """Another process is writing the same output folder."""
+
+
+def acquire_lock(path: str, busy) -> int:
+    """Takes an exclusive fcntl lock on the file `path` (made when missing) and writes this
+    process's pid into it; returns its descriptor. Raises `busy(holder)` ("pid N") when another
+    process holds it. The OS drops the lock when the process dies, even by `kill -9`."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise busy(holder) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # A holder releasing it unlinks the file: when that happened between our open and our
+        # lock, ours is a lock on a file nobody else will open; take the one at `path` instead.
+        try:
+            current = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}".encode())
+    return fd
+
+
+def _holder(fd: int) -> str:
+    """What the lock file says of its holder; one that locked it a moment ago may not have written
+    it yet, so an empty file is read again for up to half a second."""
+    for _ in range(50):
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    return "another process"
+
+
+def release_lock(fd: int, path: str, remove: bool = True) -> None:
+    """Releases a lock of `acquire_lock`; `remove` deletes its file first, while still held."""
+    if remove:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    os.close(fd)
+
+
+def _lock_output(output: str) -> None:
+    key = os.path.realpath(output)
+    if key in _HELD:  # this process already writes there (a rerun in the same process)
+        return
+    path = os.path.join(output, LOCK)
+    _HELD[key] = (acquire_lock(path, lambda holder: OutputBusyError(
+        f"output folder {output} is being written by another pop_tf process ({holder}); wait for it to "
+        "finish or choose another output folder")), path)
+
+
+def _unlock_output(output: str) -> None:
+    held = _HELD.pop(os.path.realpath(output), None)
+    if held:
+        release_lock(*held)
+
+
+def _clean_up_at_exit() -> None:
+    for staging in list(_LIVE):
+        shutil.rmtree(staging, ignore_errors=True)
+    _LIVE.clear()
+    for fd, path in list(_HELD.values()):
+        release_lock(fd, path)
+    _HELD.clear()
+
+
 def make_staging(output: str) -> str:
-    """A fresh staging folder inside `output`, after removing those of killed runs."""
+    """A fresh staging folder inside `output`, after locking `output` and removing the staging
+    folders of killed runs.
+
+    Raises:
+        OutputBusyError: another process is writing `output`.
+        StorageError: the device holding `output` is full or read-only.
+        OutputFolderError: `output` cannot be created or written.
+    """
     try:
         os.makedirs(output, exist_ok=True)
+        _lock_output(output)
         for name in os.listdir(output):
-            if _STAGING_NAME.match(name):  # only names this function makes
+            if _STAGING_NAME.match(name):  # only names this function makes; no other process is in there
                 shutil.rmtree(os.path.join(output, name), ignore_errors=True)
         staging = os.path.join(output, f"{PREFIX}{uuid.uuid4().hex[:12]}")
         os.makedirs(staging)
     except OSError as e:
+        _unlock_output(output)
+        storage = errors.as_storage_error(e, output)
+        if storage is not None:
+            raise storage from None
         raise OutputFolderError(f"cannot write to output folder '{output}': {e.strerror}") from None
+    if not _EXIT_CLEANUP:
+        atexit.register(_clean_up_at_exit)
+        _EXIT_CLEANUP.append(True)
+    _LIVE[staging] = output
+    if _SCOPES:
+        _SCOPES[-1].append((staging, output))
     return staging
+
+
+@contextlib.contextmanager
+def run_scope(folder: str = None):
+    """Around one stage run: however it ends, the staging folders made within are removed (except
+    one a PopTfError's message names: left for inspection) and their output folders unlocked; a full
+    or read-only device, also wrapped by Beam or TensorFlow, is raised as one StorageError naming
+    `folder` (default: the output folder of the first staging folder made)."""
+    made = []
+    _SCOPES.append(made)
+    try:
+        with errors.quiet_storage_logs():
+            yield
+    except BaseException as error:
+        # Only pop_tf's own sentence leaves one on purpose; an OSError names it as where it failed.
+        message = str(error) if isinstance(error, PopTfError) else ""
+        for staging, _ in made:
+            if staging not in message:
+                shutil.rmtree(staging, ignore_errors=True)
+            _LIVE.pop(staging, None)
+        storage = errors.as_storage_error(error, folder or (made[0][1] if made else None)) \
+            if isinstance(error, Exception) else None
+        if storage is not None:
+            raise storage from error
+        raise
+    finally:
+        _SCOPES.remove(made)
+        for staging, output in made:
+            if _LIVE.pop(staging, None) is not None:  # made but never installed
+                shutil.rmtree(staging, ignore_errors=True)
+            _unlock_output(output)
+
+
+def stage_run(run):
+    """Decorates a stage's `run(cfg, …)` to run inside a `run_scope`."""
+
+    @functools.wraps(run)
+    def scoped(*args, **kwargs):
+        with run_scope():
+            return run(*args, **kwargs)
+
+    return scoped
 
 
 def recorded_outputs(output: str) -> dict:
@@ -113,6 +272,17 @@ def install(staging: str, output: str, owned_prefixes=(), owned_names=(), owner:
             outputs, that no earlier install of `owner` recorded; nothing was moved, and the
             staging folder is removed.
     """
+    try:
+        _install(staging, output, owned_prefixes, owned_names, owner)
+    finally:
+        # Whatever was not moved in is gone too when the install fails halfway (a full disk):
+        # the record already names each file that was.
+        shutil.rmtree(staging, ignore_errors=True)
+        _LIVE.pop(staging, None)
+        _unlock_output(output)
+
+
+def _install(staging: str, output: str, owned_prefixes, owned_names, owner) -> None:
     owner = owner or "|".join(sorted(owned_prefixes)) + "|" + "|".join(sorted(owned_names))
     if written_by_pop_tf(output, owner):
         adopt(output)  # an output folder from before the record (a no-op once it has one)
