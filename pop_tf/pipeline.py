@@ -5,13 +5,15 @@ fingerprint of its resolved config and of the fingerprints of the stages it read
 rerun skips a stage whose marker matches, so changing an option reruns exactly the stages that
 depend on it. A stage without a marker (interrupted, even by `kill -9`) runs again, and the
 training stages resume from their newest checkpoint. `from_stage` (`--from`) discards the
-outputs of that stage and every later one and runs them from scratch. A lock file keeps two runs
-out of one work folder.
+outputs of that stage and every later one and runs them from scratch; their markers go before
+any of them runs, so a `--from` run killed halfway leaves no later stage's old outputs taken as
+complete. A given dataset's fingerprint is its content (`dataset_fingerprint`): editing its
+metadata or adding, replacing or touching an image reruns ingest and everything after it. A lock
+file keeps two runs out of one work folder.
 """
 
 import contextlib
 import copy
-import fcntl
 import hashlib
 import json
 import os
@@ -41,6 +43,63 @@ INPUTS = {
     "evaluate": ("score", "cluster", "train_ranker", "train_translator"),
     "export": ("train_ranker", "cluster", "train_translator"),
 }
+
+
+# Files of a dataset whose content is hashed (small text files a stage reads); every other file
+# (the images) is taken by its size and modification time, so a run does not read every image.
+_HASHED = ("metadata.jsonl", "metadata.csv", "truth.jsonl")
+
+
+def _bookkeeping(name: str) -> bool:
+    """pop_tf's own files in a folder (markers, records, locks, staging), not the dataset's."""
+    from pop_tf.stages import staging
+
+    return name in (MARKER, MARKER + ".tmp", LOCK, staging.RECORD) or name.startswith(staging.PREFIX)
+
+
+def _hash_file(digest, path: str) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+
+
+def dataset_fingerprint(dataset: str) -> str:
+    """A fingerprint of the dataset folder's content: its path, the bytes of its metadata and
+    truth files, and the relative path, size and modification time of every other file (the
+    images), so an edit, a touched, added or removed image changes it."""
+    digest = hashlib.sha256(os.path.abspath(dataset).encode() if "://" not in dataset else dataset.encode())
+    if "://" in dataset:  # an object store, through Beam: sizes and times as it lists them
+        from apache_beam.io.filesystems import FileSystems
+
+        for match in FileSystems.match([FileSystems.join(dataset, "**")]):
+            for item in sorted(match.metadata_list, key=lambda m: m.path):
+                digest.update(json.dumps([item.path, item.size_in_bytes, item.last_updated_in_seconds]).encode())
+        return digest.hexdigest()
+    root = os.path.abspath(dataset)
+    visited = set()
+    for folder, folders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:  # a link back up the tree
+            folders[:] = []
+            continue
+        visited.add(real)
+        folders[:] = sorted(f for f in folders if not _bookkeeping(f))
+        for name in sorted(files):
+            if _bookkeeping(name):
+                continue
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, root)
+            digest.update(b"\0" + relative.encode(errors="surrogateescape") + b"\0")
+            if relative in _HASHED:
+                _hash_file(digest, path)
+                continue
+            try:
+                info = os.stat(path)
+            except OSError:  # a dangling link: ingest rejects what it names; its presence still counts
+                digest.update(b"missing")
+                continue
+            digest.update(f"{info.st_size} {info.st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
 def _fingerprint(section_config, upstream: list) -> str:
@@ -111,8 +170,14 @@ def _run_stage(stage: str, config, workdir: str, dataset: str) -> dict:
     _check_stage_paths(stage, section)
     # An older pop_tf left no record of its outputs there; `check_paths` found the folder pop_tf's.
     staging.adopt(os.path.join(workdir, stage))
+    if stage in ("train_ranker", "train_translator"):
+        from pop_tf import training
+
+        training.repair_checkpoint_state(os.path.join(section.output, "checkpoints"), stage)
     module = importlib.import_module("pop_tf.synth" if stage == "synth" else f"pop_tf.stages.{stage}")
-    return module.run(section)
+    # A failed stage leaves no staging folder; a full disk is one sentence naming its folder.
+    with staging.run_scope(os.path.join(workdir, stage)):
+        return module.run(section)
 
 
 def _check_stage_paths(stage: str, section) -> None:
@@ -170,24 +235,17 @@ class WorkdirBusyError(PopTfError):
 
 @contextlib.contextmanager
 def _locked(workdir: str):
-    """Holds an exclusive lock on `<workdir>/.pop_tf.lock` (released by the OS if the process dies)."""
+    """Holds an exclusive lock on `<workdir>/.pop_tf.lock` (released by the OS if the process
+    dies); the lock every stage takes on its output folder (`staging.acquire_lock`)."""
+    from pop_tf.stages import staging
+
     path = os.path.join(workdir, LOCK)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise WorkdirBusyError(f"{workdir} is in use by another pop-tf run ({holder}); wait for it to finish "
-                                   "or use another --workdir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    fd = staging.acquire_lock(path, lambda holder: WorkdirBusyError(
+        f"{workdir} is in use by another pop-tf run ({holder}); wait for it to finish or use another --workdir"))
+    try:
+        yield
+    finally:
+        staging.release_lock(fd, path, remove=False)
 
 
 def _stage_names(option: str, name, stages) -> None:
@@ -203,6 +261,9 @@ def run(config: config_lib.Config, workdir: str, dataset: str = None, until: str
     """
     _stage_names("--until", until, STAGE_ORDER)
     _stage_names("--from", from_stage, STAGE_ORDER)
+    # The stages point their sections at the work folder: on a copy, so a caller that runs the same
+    # config again gets the same fingerprints, not ones of the paths the last run filled in.
+    config = copy.deepcopy(config)
     workdir = os.path.abspath(workdir)
     check_paths(config, workdir, dataset, _stages(dataset, until))
     os.makedirs(workdir, exist_ok=True)
@@ -222,7 +283,12 @@ def _stages(dataset, until) -> list:
 def _run_stages(config, workdir, dataset, until, from_stage) -> dict:
     stages = _stages(dataset, until)
     forced = set(STAGE_ORDER[STAGE_ORDER.index(from_stage):]) if from_stage else set()
-    fingerprints, results = {"dataset": os.path.abspath(dataset) if dataset else None}, {}
+    # Before the first forced stage runs: killed while it does, a later stage's old outputs,
+    # made from what the forced stage replaces, must not still read as complete.
+    for stage in sorted(forced):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(workdir, stage, MARKER))
+    fingerprints, results = {"dataset": dataset_fingerprint(dataset) if dataset else None}, {}
     for stage in stages:
         stage_dir = os.path.join(workdir, stage)
         if stage == "ingest":
@@ -242,8 +308,9 @@ def _run_stages(config, workdir, dataset, until, from_stage) -> dict:
             _write_marker(stage_dir, fingerprint, results[stage])
             print(f"[{stage}] done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
         fingerprints[stage] = fingerprint
-        if stage == "synth":
-            fingerprints["dataset"] = fingerprint
+        if stage == "synth":  # its files, as written (and as anyone may have edited them since)
+            content = dataset_fingerprint(stage_dir)
+            fingerprints["dataset"] = hashlib.sha256((fingerprint + content).encode()).hexdigest()
     return results
 
 

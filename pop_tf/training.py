@@ -3,8 +3,14 @@
 - `restore_newest` restores the newest readable checkpoint of a `tf.train.CheckpointManager`
   (a corrupt newest one falls back to the one before), so a killed run continues its step count;
   when none fits the model it stops instead of training over them, naming the changed settings.
+  It looks at the `ckpt-N.index` files present as well as at the manager's state file, so a
+  garbage state file, or one naming only checkpoints that are gone, never starts a run over the
+  checkpoints still there. `repair_checkpoint_state` (and `checkpoint_manager`, which calls it)
+  rewrites a state file the manager cannot read from those files, before the manager reads it.
 - `TrainingCallbacks` stops at the first non-finite loss *before* anything saves the bad
-  weights, saves a checkpoint every N steps, and ends a resumed run exactly at the planned step.
+  weights, saves a checkpoint every N steps, and ends a resumed run exactly at the planned step;
+  its final save replaces an unreadable newest checkpoint of the same step. A full disk while
+  saving is one sentence naming the checkpoint folder.
 - `BestEpoch` keeps the weights of the epoch with the best held-out score and restores them when
   training ends (a small dataset is overfitted long before the planned step).
 - `ConstantThenLinearDecay` is DMIT's schedule (constant, then linear decay to 0).
@@ -15,14 +21,23 @@ import json
 import logging
 import math
 import os
+import re
 import sys
+import time
 
 import keras
 import tensorflow as tf
 
+from pop_tf import errors
 from pop_tf.errors import PopTfError
 
 log = logging.getLogger(__name__)
+
+STATE = "checkpoint"  # the CheckpointManager's state file (a text proto)
+_CHECKPOINT_FILE = re.compile(r"^ckpt-(\d+)\.index$")  # the manager's default checkpoint_name
+# Checkpoints `restore_newest` found unreadable in this process: a final save of the same step
+# replaces them instead of taking them as already written.
+_UNREADABLE = set()
 
 
 class TrainingDivergedError(PopTfError):
@@ -31,6 +46,68 @@ class TrainingDivergedError(PopTfError):
 
 class CheckpointMismatchError(PopTfError):
     """The output folder holds checkpoints, but none can be restored into this run's model."""
+
+
+def _step_of(path: str) -> int:
+    try:
+        return int(path.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def checkpoints_on_disk(directory: str) -> list:
+    """The `ckpt-N` checkpoints whose index file is in `directory`, oldest (lowest N) first."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    found = [os.path.join(directory, name[:-len(".index")]) for name in names if _CHECKPOINT_FILE.match(name)]
+    return sorted(found, key=_step_of)
+
+
+def _state_readable(directory: str) -> bool:
+    quiet = tf.get_logger()  # TensorFlow logs "Checkpoint ignored" for a state it cannot parse
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return tf.train.get_checkpoint_state(directory) is not None
+    except (UnicodeDecodeError, ValueError, tf.errors.OpError):
+        return False
+    finally:
+        quiet.setLevel(level)
+
+
+def repair_checkpoint_state(directory: str, stage: str) -> bool:
+    """Rewrites a checkpoint state file (`<directory>/checkpoint`) that TensorFlow cannot read
+    (garbage, cut short, not UTF-8) from the `ckpt-N` checkpoints present, or removes it when
+    there are none; returns whether it did. A CheckpointManager would otherwise fail on it with a
+    traceback, or take the folder as empty and overwrite the checkpoints in it."""
+    path = os.path.join(directory, STATE)
+    if not os.path.isfile(path) or _state_readable(directory):
+        return False
+    present = checkpoints_on_disk(directory)
+    log.warning("%s: the checkpoint state file %s is unreadable; rebuilt from the %d checkpoints present",
+                stage, path, len(present))
+    if not present:
+        os.remove(path)
+        return True
+    stamps = [os.path.getmtime(p + ".index") for p in present]
+    lines = [f'model_checkpoint_path: "{os.path.basename(present[-1])}"']
+    lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for p in present]
+    lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in stamps]
+    # Earlier than every checkpoint, so the manager counts them all towards max_to_keep.
+    lines.append(f"last_preserved_timestamp: {min(min(stamps), time.time()) - 1.0!r}")
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+    return True
+
+
+def checkpoint_manager(checkpoint: tf.train.Checkpoint, directory: str, stage: str,
+                       max_to_keep: int = 3) -> tf.train.CheckpointManager:
+    """A CheckpointManager over `directory`, after `repair_checkpoint_state`."""
+    repair_checkpoint_state(directory, stage)
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
 
 
 def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager, stage: str,
@@ -44,19 +121,35 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
         changed_settings: "key: old -> new" lines, the settings this run changed against the run
             that wrote the checkpoints; named in the error when none of them can be restored.
 
+    The candidates are the checkpoints the manager's state file lists and every `ckpt-N` in its
+    folder, newest step first: a state file that is garbage (TensorFlow then lists none) or names
+    only checkpoints that are gone must not start the run from step 0 over the ones still there.
+
     Raises:
         CheckpointMismatchError: checkpoints exist and none restores. Starting fresh would let
-            the manager's rotation delete them, so the run stops and says how to go on.
+            the manager's rotation delete them, or overwrite them step by step, so the run stops
+            and says how to go on.
     """
+    listed = [p for p in manager.checkpoints if tf.io.gfile.exists(p + ".index")]
+    gone = [p for p in manager.checkpoints if p not in listed]
+    if gone:
+        log.warning("%s: the checkpoint state file in %s names %d checkpoints that are gone (%s)", stage,
+                    manager.directory, len(gone), ", ".join(os.path.basename(p) for p in gone))
+    candidates = {os.path.abspath(p): p for p in checkpoints_on_disk(manager.directory)}
+    candidates.update({os.path.abspath(p): p for p in listed})
+    candidates = sorted(candidates.values(), key=_step_of)
     last_error = None
-    for path in reversed(manager.checkpoints):
+    for path in reversed(candidates):
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
+            if path not in listed:
+                log.warning("%s: resumed from %s, which the checkpoint state file does not list", stage, path)
             return path
         # A checkpoint cut short by a crash fails in several ways: a TF op error, a mismatch, or
         # an IndexError from the reader when the data file ends early.
         except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
             last_error = e
+            _UNREADABLE.add(os.path.abspath(path))
             print(f"{stage}: checkpoint {path} is unreadable ({type(e).__name__}); trying the previous one",
                   file=sys.stderr)
     if last_error is None:
@@ -65,7 +158,7 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
     cause = (f"this run changed {'; '.join(changed_settings)}" if changed_settings else
              f"the last error was {type(last_error).__name__}: {str(last_error).splitlines()[0][:200]}")
     raise CheckpointMismatchError(
-        f"{stage}: none of the {len(manager.checkpoints)} checkpoints in {folder} fits the model this run "
+        f"{stage}: none of the {len(candidates)} checkpoints in {folder} fits the model this run "
         f"builds ({cause}). Rerun with the settings that wrote them to resume, or start the stage over: "
         f"delete {folder} (or rerun the pipeline with --from {stage})")
 
@@ -86,6 +179,17 @@ class TrainingCallbacks(keras.callbacks.Callback):
         self.manager, self.step, self.every, self.total_steps = manager, step, every, total_steps
         self.losses = losses
         self.diverged = None  # (step, loss name) once a loss is not finite
+        self.saved = set()  # the steps this run has checkpointed
+
+    def _save(self, step: int) -> None:
+        with errors.storage_errors(self.manager.directory):
+            self.manager.save(checkpoint_number=step)
+        self.saved.add(step)
+        _UNREADABLE.discard(os.path.abspath(self.manager.latest_checkpoint or ""))
+
+    def _intact(self, path) -> bool:
+        """Whether `path` is a checkpoint on disk that no restore found unreadable."""
+        return bool(path) and tf.io.gfile.exists(path + ".index") and os.path.abspath(path) not in _UNREADABLE
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.step())
@@ -95,7 +199,7 @@ class TrainingCallbacks(keras.callbacks.Callback):
                 self.model.stop_training = True
                 return
         if step % self.every == 0:
-            self.manager.save(checkpoint_number=step)
+            self._save(step)
         if step >= self.total_steps:
             self.model.stop_training = True
 
@@ -110,15 +214,23 @@ class TrainingCallbacks(keras.callbacks.Callback):
         if self.diverged is None:
             return
         step, name = self.diverged
-        last = self.manager.latest_checkpoint or "none (no checkpoint was written before)"
+        latest = self.manager.latest_checkpoint
+        last = latest if self._intact(latest) else "none (no checkpoint was written before)"
         raise TrainingDivergedError(
             f"{stage}: the loss '{name}' became NaN or infinite at step {step}; training stopped. "
             f"Last good checkpoint: {last}. {hint} and rerun (it resumes from that checkpoint).")
 
     def save_final(self) -> None:
+        """Checkpoints the current step unless this run did, or an intact checkpoint of it is the
+        newest (a rerun with nothing left to train). One a restore found unreadable, or one the
+        state file names but that is gone, is replaced."""
         step = int(self.step())
-        if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{step}"):
-            self.manager.save(checkpoint_number=step)
+        if step in self.saved:
+            return
+        latest = self.manager.latest_checkpoint
+        if latest and latest.endswith(f"-{step}") and self._intact(latest):
+            return
+        self._save(step)
 
 
 class BestEpoch(keras.callbacks.Callback):
