@@ -184,6 +184,27 @@ def iter_serialized(pattern: str):
             yield record
 
 
+# Ids in the CSV files pop_tf writes (scores.csv, assignments.csv) come from the user's metadata:
+# a cell a spreadsheet would run as a formula (=, +, -, @, or a tab, carriage return or line feed
+# first, also after leading spaces) gets a leading single quote, as OWASP advises for CSV
+# injection, and so does one that already starts with a quote, so every reader that undoes it
+# with `from_csv_cell` gets the id back exactly.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(text: str) -> str:
+    """`text` safe as a CSV cell a spreadsheet opens: not read as a formula (see `from_csv_cell`)."""
+    text = str(text)
+    if text.startswith(("'", *_FORMULA_START)) or text.lstrip(" ").startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def from_csv_cell(cell: str) -> str:
+    """The text `csv_cell` was given."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 # Pair records (the pairs stage): one tf.train.Example per popularity-discriminable image pair,
 # A the more popular post. Both images' PNG bytes are inside, so the ranker reads one file and
 # never joins back to the post records; likes, followers and posting times of both posts are kept

@@ -7,7 +7,8 @@
 
 Outputs in `cluster.output` (written into a staging folder, then installed together):
 - `features.npz`: `post_id` [N] str, `split` [N] str, `features` float32 [N, d] (train, then test).
-- `assignments.csv`: `post_id,split,cluster`, one row per ingested post.
+- `assignments.csv`: `post_id,split,cluster`, one row per ingested post (an id a spreadsheet
+  would run as a formula starts with a `'`, `records.csv_cell`; `read_assignments` undoes it).
 - `clusters.npz`: `pop_tf.models.clusterer.ClusterStats` (μ_i, Σ_i, masks, inverses, shares; no
   pickle); the translator's L_d / L_m losses and its test-time cluster draw read it.
 - `clusters.json`: the statistics' summary, per-split cluster counts, the data fingerprint and
@@ -37,7 +38,7 @@ from pop_tf import config as config_lib
 from pop_tf import records
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_stage
-from pop_tf.stages.staging import install, make_staging
+from pop_tf.stages.staging import install, make_staging, stage_run
 
 STAGE = "cluster"
 SPLITS = ("train", "test")  # ingest's splits, in the order features are written
@@ -184,13 +185,13 @@ def _write_assignments(path: str, post_ids, splits, labels) -> None:
         writer = csv.writer(f)
         writer.writerow(["post_id", "split", "cluster"])
         for row in zip(post_ids, splits, labels):
-            writer.writerow([row[0], row[1], int(row[2])])
+            writer.writerow([records.csv_cell(row[0]), row[1], int(row[2])])
 
 
 def read_assignments(cluster_dir: str) -> dict:
     """{post_id: cluster id} from a cluster output folder's assignments.csv."""
     with open(os.path.join(cluster_dir, ASSIGNMENTS), newline="", encoding="utf-8") as f:
-        return {row["post_id"]: int(row["cluster"]) for row in csv.DictReader(f)}
+        return {records.from_csv_cell(row["post_id"]): int(row["cluster"]) for row in csv.DictReader(f)}
 
 
 def load_outputs(cluster_dir: str) -> tuple:
@@ -220,6 +221,7 @@ def load_outputs(cluster_dir: str) -> tuple:
     return clusterer.ClusterStats.load(os.path.join(cluster_dir, CLUSTERS_NPZ)), read_assignments(cluster_dir), extractor
 
 
+@stage_run
 def run(cfg: config_lib.ClusterConfig) -> dict:
     """Runs the cluster stage; returns the artifact paths. Raises a PopTfError with a sentence."""
     from pop_tf import precision, serving

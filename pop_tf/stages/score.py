@@ -15,8 +15,9 @@ outgrows one machine can call the same `score` endpoint from a `ModelHandler` ov
 `tf.saved_model.load` in Beam (SPEC §2).
 
 Outputs in the output folder: `train-*`/`test-*.tfrecord.gz` (scored post records, one shard per
-ingest shard), `scores.csv` (post_id, split, score, domain, likes, followers), `stats.json`
-(counts per split and domain, thresholds, score summary), `config.json`.
+ingest shard), `scores.csv` (post_id, split, score, domain, likes, followers; an id a
+spreadsheet would run as a formula starts with a `'`, `records.csv_cell`, and `read_scores`
+gives it back), `stats.json` (counts per split and domain, thresholds, score summary), `config.json`.
 """
 
 import csv
@@ -30,7 +31,7 @@ from pop_tf import records
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_stage
 from pop_tf.stages import ingest
-from pop_tf.stages.staging import install, make_staging
+from pop_tf.stages.staging import install, make_staging, stage_run
 
 STAGE = "score"
 SPLITS = ingest.SPLITS
@@ -85,6 +86,13 @@ def _score_all(model, input_dir: str, stored_size: int, batch_size: int) -> dict
     return scores
 
 
+def read_scores(score_dir: str) -> list:
+    """The rows of a score output folder's scores.csv as dicts of strings, post ids as ingested."""
+    with open(os.path.join(score_dir, SCORES), newline="", encoding="utf-8") as f:
+        return [{**row, "post_id": records.from_csv_cell(row["post_id"])} for row in csv.DictReader(f)]
+
+
+@stage_run
 def run(cfg: config_lib.ScoreConfig) -> dict:
     """Scores every ingested image and writes scored records; returns the artifact paths."""
     if not cfg.input or not cfg.model or not cfg.output:
@@ -111,7 +119,7 @@ def run(cfg: config_lib.ScoreConfig) -> dict:
 
     staging = make_staging(cfg.output)
     counts = {split: {"popular": 0, "unpopular": 0, "undecided": 0} for split in SPLITS}
-    with open(os.path.join(staging, SCORES), "w", newline="") as f:
+    with open(os.path.join(staging, SCORES), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["post_id", "split", "score", "domain", "likes", "followers"])
         for path in sorted(tf.io.gfile.glob(os.path.join(cfg.input, "*-*.tfrecord.gz"))):
@@ -130,8 +138,8 @@ def run(cfg: config_lib.ScoreConfig) -> dict:
                     domain = domain_of(score, low, high)
                     out.write(records.add_score(serialized, score, domain))
                     counts[split][domain or "undecided"] += 1
-                    writer.writerow([post["post_id"], split, f"{score:.6f}", domain, post["likes"],
-                                     "" if post["followers"] is None else post["followers"]])
+                    writer.writerow([records.csv_cell(post["post_id"]), split, f"{score:.6f}", domain,
+                                     post["likes"], "" if post["followers"] is None else post["followers"]])
     for split in SPLITS:
         written, expected = sum(counts[split].values()), int(ingest_stats["per_split"].get(split, 0))
         if written != expected:
