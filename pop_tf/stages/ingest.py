@@ -32,7 +32,7 @@ from pop_tf.beam.options import pipeline_options
 from pop_tf.beam.reasons import Rejected
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_stage
-from pop_tf.stages.staging import install, make_staging
+from pop_tf.stages.staging import install, make_staging, stage_run
 
 log = logging.getLogger("pop_tf.ingest")
 STAGE = "ingest"
@@ -351,6 +351,7 @@ def _count_outputs(staging: str) -> dict:
                 per_split_content_type=per_split_content_type, post_ids=post_ids, rejects=rejects)
 
 
+@stage_run
 def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     """Runs the ingest job; returns the artifact paths. Raises IngestError with a sentence."""
     if not cfg.input:
