@@ -14,7 +14,7 @@ import sys
 
 from pop_tf import __version__
 from pop_tf import config as config_lib
-from pop_tf.errors import PopTfError, UsageError, report
+from pop_tf.errors import UsageError, report, reportable
 
 EXIT_USAGE = UsageError.exit_code
 
@@ -205,7 +205,9 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         return args.func(args, extra)
-    except (PopTfError, OSError) as e:
+    except Exception as e:  # a full disk may come wrapped by TensorFlow or Beam
+        if not reportable(e):
+            raise
         return report(f"pop-tf {args.command}", e)
 
 

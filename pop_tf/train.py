@@ -40,7 +40,7 @@ def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
     `--set` override them like any other key.
     """
     from pop_tf import config as config_lib
-    from pop_tf.errors import PopTfError, report
+    from pop_tf.errors import report, reportable
     from pop_tf.paths import check_stage
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -57,7 +57,9 @@ def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
             return 0
         check_stage(section, section_config)
         paths = run(section_config)
-    except (PopTfError, OSError) as e:
+    except Exception as e:  # a full disk may come wrapped by TensorFlow or Beam
+        if not reportable(e):
+            raise
         return report(f"python -m pop_tf.train {model}", e)
     print(json.dumps(paths, indent=2, sort_keys=True))
     return 0

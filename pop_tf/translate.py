@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from pop_tf.errors import PopTfError, UsageError, report
+from pop_tf.errors import PopTfError, UsageError, report, reportable
 from pop_tf.paths import check_apart
 
 GRID_COLUMNS = ("A", "B", "style A→B", "content A→B", "A→A rand 1", "A→A rand 2", "A→A rand 3",
@@ -107,7 +107,9 @@ def main(argv=None) -> int:
         grid = translation_grid(model, image_a, image_b, args.domain_a, args.domain_b, args.seed)
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         Image.fromarray(grid).save(args.output)
-    except (PopTfError, OSError) as e:
+    except Exception as e:  # a full disk may come wrapped by TensorFlow or Beam
+        if not reportable(e):
+            raise
         return report("pop-tf translate", e)
     print(json.dumps({"grid": args.output, "columns": list(GRID_COLUMNS)}, indent=2, ensure_ascii=False))
     return 0

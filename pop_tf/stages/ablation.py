@@ -22,7 +22,7 @@ import os
 import sys
 
 from pop_tf import config as config_lib
-from pop_tf.errors import PopTfError, report
+from pop_tf.errors import report, reportable
 from pop_tf.paths import check_stage
 
 STAGE = "ablation"
@@ -100,7 +100,9 @@ def main(argv=None) -> int:
                               for name in (STAGE, "train_translator", "evaluate")}, indent=2, sort_keys=True))
             return 0
         paths = run(config.ablation, config.train_translator, config.evaluate)
-    except (PopTfError, OSError) as e:
+    except Exception as e:  # a full disk may come wrapped by TensorFlow or Beam
+        if not reportable(e):
+            raise
         return report("pop-tf ablate", e)
     print(json.dumps(paths, indent=2, sort_keys=True))
     return 0

@@ -53,7 +53,7 @@ import time
 import numpy as np
 
 from pop_tf import config as config_lib
-from pop_tf.errors import PopTfError, report
+from pop_tf.errors import PopTfError, report, reportable
 from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging
 
@@ -927,7 +927,9 @@ def main(argv=None) -> int:
             print(json.dumps(config_lib.to_dict(cfg), indent=2, sort_keys=True))
             return 0
         paths = run(cfg)
-    except (PopTfError, OSError) as e:
+    except Exception as e:  # a full disk may come wrapped by TensorFlow or Beam
+        if not reportable(e):
+            raise
         return report("pop-tf evaluate", e)
     print(json.dumps(paths, indent=2, sort_keys=True))
     return 0

@@ -178,7 +178,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     trainer.build_optimizers()
     checkpoint = tf.train.Checkpoint(ranker=ranker, backbone_optimizer=trainer.backbone_optimizer,
                                      head_optimizer=trainer.head_optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.output, "checkpoints"), max_to_keep=3)
+    manager = training.checkpoint_manager(checkpoint, os.path.join(cfg.output, "checkpoints"), STAGE)
     restored = training.restore_newest(checkpoint, manager, STAGE, changed)
     config_lib.write_resolved(cfg, cfg.output)
     start_step = int(trainer.backbone_optimizer.iterations)

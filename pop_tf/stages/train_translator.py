@@ -386,7 +386,7 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     # DMIT's generator Adam is applied three times a step, so its trainer counts the steps itself.
     step = (lambda: trainer.step_counter) if is_dmit else (lambda: trainer.g_optimizer.iterations)
     checkpoint = tf.train.Checkpoint(model=trainer, **optimizers)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(cfg.output, "checkpoints"), max_to_keep=3)
+    manager = training.checkpoint_manager(checkpoint, os.path.join(cfg.output, "checkpoints"), STAGE)
     restored = training.restore_newest(checkpoint, manager, STAGE, changed)
     config_lib.write_resolved(cfg, cfg.output)
     start_step = int(step())
