@@ -278,19 +278,22 @@ def dmit_diversity_loss(images_1, images_2, z_1, z_2, eps=1e-5):
 def cluster_mean_loss(features, cluster_means, cluster_ids=None, sample_weight=None):
     """Suzuki et al.'s L_d: the L1 distance of a generated image's feature to its cluster mean.
 
-    L_d = mean_{n, j} |μ_{i(n), j} − E(G(x_n, z_n, i(n)))_j|
+    L_d = mean_n Σ_j |μ_{i(n), j} − E(G(x_n, z_n, i(n)))_j|
 
-    A MEAN over the feature dimensions (and the batch), like PyTorch's `nn.L1Loss`, so its size
-    does not depend on the feature dimension; the Σ-over-dimensions norm is 49× larger for the
-    paper's 49-d features. λ_d = 5 is applied by the caller.
+    The paper's |μ_i − E(G(z, i))| is an L1 NORM: a SUM over the D feature dimensions (49 for
+    the paper's 7×7 map), then a mean over the batch. An earlier version took the mean over the
+    dimensions too (PyTorch's `nn.L1Loss`); that divided the effective λ_d by D (5/49 ≈ 0.1)
+    while L_m, a norm, kept its full size, so the L_d : L_m balance was off by D = 49×. Summing
+    keeps λ_d = 5 and λ_m = 0.2 in the paper's ratio. λ_d is applied by the caller.
 
     Args:
         features: E(G(·)), shape [N, D].
         cluster_means: the per-sample target means [N, D] when `cluster_ids` is None, else the
             per-cluster table [K, D] from which row `cluster_ids[n]` is taken for sample n.
         cluster_ids: optional int tensor [N] of cluster indices into `cluster_means`.
-        sample_weight: optional [N] weights of the samples (0 leaves a sample out; DMIT gives 0
-            to fakes in the edge domain, which the colour-image clusters do not describe).
+        sample_weight: optional [N] weights of the samples: the loss is the weighted mean of the
+            per-sample norms (0 leaves a sample out; DMIT gives 0 to fakes in the edge domain,
+            which the colour-image clusters do not describe; all zero gives 0).
 
     Returns:
         Scalar float32 loss.
@@ -299,16 +302,19 @@ def cluster_mean_loss(features, cluster_means, cluster_ids=None, sample_weight=N
         Suzuki, Sakaue, Sato, VISAPP 2022, Sec. 3 (L_d).
     """
     means = _gather_rows(cluster_means, cluster_ids)
-    per_sample = tf.reduce_mean(tf.abs(means - _float(features)), axis=-1)
+    # Σ over the feature dimensions: the paper's L1 norm (see above), not nn.L1Loss's mean.
+    per_sample = tf.reduce_sum(tf.abs(means - _float(features)), axis=-1)
     return _weighted_mean(per_sample, sample_weight)
 
 
 def mahalanobis_loss(features, means, inverse_covariances, feature_masks, cluster_ids=None,
                      squared=False, epsilon=1e-8, sample_weight=None):
-    """Suzuki et al.'s L_m: Mahalanobis distance of E(G(·, i)) to cluster i, on its own features.
+    """Suzuki et al.'s L_m: Mahalanobis distance of E(G(·, i)) to cluster i on the selected features.
 
-    For sample n of cluster i with selected-feature mask m_i (the paper keeps only the n_i − 1
-    features of largest variance when cluster i has n_i ≤ D members, so that Σ_i is invertible):
+    For sample n of cluster i with selected-feature mask m_i (the paper takes n from the
+    SMALLEST cluster and keeps, for every cluster, the n − 1 features of largest variance in
+    that cluster, so that every Σ_i is invertible and every distance has the same
+    dimensionality; `pop_tf.models.clusterer.fit_clusters` builds such masks, all rows equal):
 
         d = m_i ⊙ (f_n − μ_i),   L_m = mean_n sqrt(dᵀ P_i d)
 

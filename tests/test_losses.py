@@ -106,10 +106,40 @@ def test_dmit_diversity_loss_puts_eps_on_the_image_distance():
 def test_cluster_mean_loss_by_hand_with_ids_or_gathered_means():
     features = np.array([[1.0, 2.0], [3.0, 4.0]])
     table = np.array([[0.0, 0.0], [1.0, 1.0]])
-    # sample 0 -> cluster 1: |0|, |1|; sample 1 -> cluster 0: |3|, |4| -> mean 8/4
-    assert _value(L.cluster_mean_loss(features, table, cluster_ids=[1, 0])) == pytest.approx(2.0)
+    # sample 0 -> cluster 1: |0| + |1| = 1; sample 1 -> cluster 0: |3| + |4| = 7 -> batch mean 4
+    assert _value(L.cluster_mean_loss(features, table, cluster_ids=[1, 0])) == pytest.approx(4.0)
     gathered = table[[1, 0]]
-    assert _value(L.cluster_mean_loss(features, gathered)) == pytest.approx(2.0)
+    assert _value(L.cluster_mean_loss(features, gathered)) == pytest.approx(4.0)
+
+
+def test_cluster_mean_loss_is_the_l1_norm_summed_over_the_feature_dimensions():
+    """Paper's |μ_i − E(G(z, i))|: Σ over the 49 dims, not a mean (which would be 49× smaller)."""
+    features = np.full((3, 49), 0.5)
+    means = np.zeros((3, 49))
+    means[1] = 1.5  # |0.5 − 1.5| = 1 in every dim
+    # per sample: 49·0.5, 49·1, 49·0.5 -> batch mean 49·2/3
+    assert _value(L.cluster_mean_loss(features, means)) == pytest.approx(49 * 2 / 3)
+    # Moving one dim 1 further from the mean adds 1, whatever D is: λ_d is not divided by D.
+    shifted = features[:1].copy()
+    shifted[0, 7] += 1.0
+    assert _value(L.cluster_mean_loss(shifted, means[:1])) == pytest.approx(24.5 + 1.0)
+
+
+def test_cluster_mean_loss_sample_weight_is_a_weighted_mean_of_the_per_sample_norms():
+    features = np.array([[1.0, 2.0], [3.0, 4.0], [0.0, -1.0]])
+    table = np.array([[0.0, 0.0], [1.0, 1.0]])
+    ids = [1, 0, 0]  # per-sample norms 1, 7, 1
+    assert _value(L.cluster_mean_loss(features, table, ids, sample_weight=[1, 0, 1])) == pytest.approx(1.0)
+    assert _value(L.cluster_mean_loss(features, table, ids, sample_weight=[0, 1, 0])) == pytest.approx(7.0)
+    assert _value(L.cluster_mean_loss(features, table, ids, sample_weight=[1, 2, 1])) == pytest.approx(16 / 4)
+    assert _value(L.cluster_mean_loss(features, table, ids)) == pytest.approx(9 / 3)
+    assert _value(L.cluster_mean_loss(features, table, ids, sample_weight=[0, 0, 0])) == 0.0
+    # A left-out sample gets no gradient; the others get sign(f − μ) / Σ weights per dim.
+    variable = tf.Variable(features, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        loss = L.cluster_mean_loss(variable, table, ids, sample_weight=[1, 0, 1])
+    np.testing.assert_allclose(np.asarray(tape.gradient(loss, variable)),
+                               [[0.0, 0.5], [0.0, 0.0], [0.0, -0.5]])
 
 
 def test_mahalanobis_loss_by_hand():
