@@ -103,18 +103,21 @@ def test_clusters_are_numbered_largest_first():
     assert stats.shares.sum() == pytest.approx(1.0)
 
 
-def test_small_cluster_keeps_the_n_minus_1_features_of_largest_training_variance():
+def test_every_cluster_keeps_the_n_minus_1_features_of_largest_variance_in_the_smallest_cluster():
     d = 6
-    tiny = np.random.default_rng(5).normal(0, 1, (4, d)) + 200.0  # n = 4 ≤ d
+    tiny = np.random.default_rng(5).normal(0, 1, (4, d)) * [0.1, 2.0, 0.5, 3.0, 1.0, 0.2] + 200.0  # n = 4 ≤ d
     features = _blobs(tiny=tiny, d=d)
     stats = fit_clusters(features, 4, seed=0, covariance_epsilon=1e-3)
     assert stats.sizes.tolist() == [40, 40, 40, 4]
     small = 3
-    top = set(np.argsort(-features.astype(np.float64).var(axis=0))[:3].tolist())
-    assert set(np.flatnonzero(stats.masks[small]).tolist()) == top
-    assert stats.masks[:small].all()  # n > d: every feature
-    assert stats.reduced.tolist() == [small] and stats.summary()["reduced_clusters"] == [small]
-    assert stats.summary()["kept_features"] == [d, d, d, 3]
+    # The paper's rule: n − 1 = 3 features, ranked by the SMALLEST cluster's own variances, for all.
+    top = np.sort(np.argsort(-tiny.var(axis=0))[:3])
+    assert top.tolist() == [1, 3, 4]  # not the training set's top 3, [0, 1, 2] here
+    assert np.sort(np.argsort(-features.astype(np.float64).var(axis=0))[:3]).tolist() == [0, 1, 2]
+    assert all(np.flatnonzero(mask).tolist() == top.tolist() for mask in stats.masks)
+    assert stats.selected_from == small and stats.reduced.tolist() == [0, 1, 2, 3]
+    assert stats.summary()["kept_features"] == [3, 3, 3, 3]
+    assert stats.summary()["selected_features"] == [1, 3, 4] and stats.summary()["selected_from"] == small
     for i in range(4):
         mask = stats.masks[i]
         inverse, sigma = stats.inverse_covariances[i], stats.covariances[i]
@@ -127,12 +130,18 @@ def test_small_cluster_keeps_the_n_minus_1_features_of_largest_training_variance
     bound = np.array([np.linalg.eigvalsh(s).max() for s in stats.covariances]) / stats.ridge
     assert np.all(stats.condition_numbers <= bound * (1 + 1e-9)) and np.all(stats.condition_numbers < 1e7)
     assert stats.ridge == pytest.approx(1e-3 * features.astype(np.float64).var(axis=0).mean())
-    # The member covariance on the kept features, plus the ridge.
-    members = features[assign(features, stats) == small].astype(np.float64)
-    keep = np.flatnonzero(stats.masks[small])
-    expected = np.cov(members[:, keep], rowvar=False) + stats.ridge * np.eye(3)
-    np.testing.assert_allclose(stats.covariances[small][np.ix_(keep, keep)], expected, rtol=1e-9)
-    np.testing.assert_allclose(stats.means[small], members.mean(axis=0), rtol=1e-9)
+    # Each cluster's member covariance on the shared features, plus the ridge.
+    labels = assign(features, stats)
+    for i in range(4):
+        members = features[labels == i].astype(np.float64)
+        expected = np.cov(members[:, top], rowvar=False) + stats.ridge * np.eye(3)
+        np.testing.assert_allclose(stats.covariances[i][np.ix_(top, top)], expected, rtol=1e-9)
+        np.testing.assert_allclose(stats.means[i], members.mean(axis=0), rtol=1e-9)
+
+
+def test_clusters_larger_than_the_dimension_keep_every_feature():
+    stats = fit_clusters(_blobs(), 3, seed=0)
+    assert stats.masks.all() and stats.selected_from == -1 and stats.reduced.size == 0
 
 
 def test_degenerate_clusters_stay_invertible():
@@ -142,14 +151,18 @@ def test_degenerate_clusters_stay_invertible():
     stats = fit_clusters(features, 5, seed=0)
     assert stats.sizes.tolist() == [40, 40, 40, 3, 1]
     identical, single = 3, 4
-    keep = stats.masks[identical]
-    assert keep.sum() == 2
-    np.testing.assert_allclose(stats.covariances[identical][np.ix_(keep, keep)], stats.ridge * np.eye(2))
+    # n comes from the smallest cluster with n ≥ 2 (the singleton would leave 0 features): 3 − 1 = 2.
+    # Its variances are all 0, so the training-set variance breaks the tie.
+    top = np.sort(np.argsort(-features.astype(np.float64).var(axis=0), kind="stable")[:2])
+    assert stats.selected_from == identical
+    assert all(np.flatnonzero(mask).tolist() == top.tolist() for mask in stats.masks)
+    np.testing.assert_allclose(stats.covariances[identical][np.ix_(top, top)], stats.ridge * np.eye(2))
     assert stats.condition_numbers[identical] == pytest.approx(1.0)
-    # n = 1: all features, the training-set variance as the covariance
-    assert stats.masks[single].all() and stats.fallback.tolist() == [single]
-    np.testing.assert_allclose(stats.covariances[single],
-                               np.diag(features.astype(np.float64).var(axis=0)) + stats.ridge * np.eye(d))
+    # n = 1: the shared features, with the training-set variance as the covariance
+    assert stats.fallback.tolist() == [single] and stats.summary()["fallback_clusters"] == [single]
+    variance = features.astype(np.float64).var(axis=0)
+    np.testing.assert_allclose(stats.covariances[single][np.ix_(top, top)],
+                               np.diag(variance[top]) + stats.ridge * np.eye(2))
     assert np.all(np.isfinite(stats.inverse_covariances)) and np.all(np.isfinite(stats.condition_numbers))
 
 
@@ -190,12 +203,20 @@ def test_statistics_round_trip_through_npz_without_pickle(tmp_path):
                  "feature_variance", "condition_numbers"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(stats, name))
     assert loaded.masks.dtype == bool and loaded.seed == 3 and loaded.ridge == stats.ridge
+    assert loaded.selected_from == stats.selected_from
     assert loaded.summary() == stats.summary()
     json.dumps(loaded.summary())  # JSON-able
     # an object array (which would need pickle) is refused with a sentence
     np.savez(tmp_path / "bad.npz", centers=np.array([{"x": 1}], dtype=object))
     with pytest.raises(ClusterError, match="cannot read cluster statistics"):
         ClusterStats.load(str(tmp_path / "bad.npz"))
+    # A format-1 file (per-cluster n−1 masks) is refused with the way out.
+    with np.load(path, allow_pickle=False) as data:
+        old = {name: data[name] for name in data.files if name != "selected_from"}
+    old["format_version"] = np.asarray(1)
+    np.savez(tmp_path / "old.npz", **old)
+    with pytest.raises(ClusterError, match=r"format 1.*per cluster.*pop_tf\.train clusterer"):
+        ClusterStats.load(str(tmp_path / "old.npz"))
 
 
 def test_more_clusters_than_images_names_the_option():
