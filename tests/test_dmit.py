@@ -481,7 +481,7 @@ def test_cluster_losses_judge_only_fakes_in_a_colour_domain():
                           tf.concat([batch["k_tgt"]] * 2, 0), training=False)
     features = np.asarray(extractor(fakes, training=False))
     ids = np.concatenate([np.asarray(batch["id_tgt"])] * 2)
-    per_sample = np.abs(np.asarray(model.cluster_means)[ids] - features).mean(axis=1)
+    per_sample = np.abs(np.asarray(model.cluster_means)[ids] - features).sum(axis=1)  # L_d: the L1 norm over feature dims
     colour = np.array([0, 1, 1, 1] * 2, bool)
     assert float(losses["cluster_mean_loss"]) == pytest.approx(per_sample[colour].mean(), rel=1e-4)
     assert per_sample[colour].mean() != pytest.approx(per_sample.mean(), rel=1e-3)
