@@ -259,8 +259,9 @@ class ClusterConfig:
     """EfficientNet-B0 features, k-means and per-cluster statistics (SPEC §5, Suzuki et al. 2022).
 
     Features: EfficientNetB0 (include_top=False) at `feature_size` → 7×7×1280 → mean over
-    channels → 49-d (for another size, (size/32)² dims). Clusters with n ≤ 49 members keep the
-    n−1 features of largest variance over the training set; `covariance_epsilon` × the mean
+    channels → 49-d (for another size, (size/32)² dims). Every cluster keeps the same n−1
+    features, n the size of the smallest cluster (of at least 2) and the features those of largest
+    variance within it (the paper's rule); `covariance_epsilon` × the mean
     variance is added to every Σ diagonal so its inverse is stable. `mixed_precision` is the
     feature extractor's compute policy (`pop_tf.precision`; the features are float32 either way).
     """
