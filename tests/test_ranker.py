@@ -484,3 +484,89 @@ def test_score_refuses_a_model_of_another_kind(trained, pairs_workdir, tmp_path)
     cfg = config_lib.ScoreConfig(input=str(pairs_workdir / "ingest"), model=str(other), output=str(tmp_path / "s"))
     with pytest.raises(Exception, match="holds a 'clusterer' model, but a 'ranker' model is needed"):
         score.run(cfg)
+
+
+# ------------------------------------------------------------------- input preprocessing per weights
+
+
+def _randomised_batch_norm(model, seed):
+    """Moving statistics and affine parameters drawn at random (a trained network's are not 0 and 1)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.0, channels), rng.uniform(-0.1, 0.1, channels),
+                               rng.uniform(-0.1, 0.1, channels), rng.uniform(1.0, 2.0, channels)])
+
+
+def test_keras_imagenet_resnet50_weights_score_through_keras_preprocessing(tmp_path):
+    # Keras's ImageNet ResNet50 (random weights: no downloads) saved as a weights file, as
+    # `weights=imagenet` or `weights=<Keras weights file>` gets it.
+    keras.utils.set_random_seed(7)
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg")
+    _randomised_batch_norm(reference, seed=7)
+    path = str(tmp_path / "resnet50_keras.weights.h5")
+    reference.save_weights(path)
+    assert ranker_lib.default_input_preprocessing("resnet50", "imagenet") == "caffe"
+    assert ranker_lib.default_input_preprocessing("resnet50", path) == "caffe"
+    ranker = ranker_lib.build_ranker("resnet50", path, 64)
+    assert ranker.input_preprocessing == "caffe" and ranker.get_config()["input_preprocessing"] == "caffe"
+    rng = np.random.default_rng(7)
+    ranker.head.set_weights([rng.normal(0, 0.05, (2048, 1)).astype(np.float32), np.float32([0.3])])
+    images = rng.integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
+    # keras.applications with its own preprocessing: 0..255 RGB → preprocess_input → the network.
+    features = reference(keras.applications.resnet50.preprocess_input(images.astype(np.float32)), training=False)
+    kernel, bias = ranker.head.get_weights()
+    expected = (np.asarray(features) @ kernel + bias)[:, 0]
+    scores = ranker(images.astype(np.float32) / 255.0).numpy()
+    print(f"max |pop_tf - keras.applications| = {np.abs(scores - expected).max():.2e} over scores {expected}")
+    assert np.std(expected) > 1e-2
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
+    logits = ranker_lib.pairwise_logits(ranker, images[:2], images[2:], training=False)
+    np.testing.assert_allclose(logits.numpy(), expected[:2] - expected[2:], atol=2e-4)
+    # The unit input would be another function of the same weights.
+    unit = ranker_lib.PopularityRanker(ranker.backbone, input_preprocessing="unit")
+    unit(tf.zeros([1, 64, 64, 3]))
+    unit.head.set_weights(ranker.head.get_weights())
+    assert np.abs(unit(images.astype(np.float32) / 255.0).numpy() - expected).max() > 1e-2
+    clone = ranker_lib.PopularityRanker.from_config(ranker.get_config())
+    assert clone.input_preprocessing == "caffe"
+
+
+def test_small_backbone_random_and_hub_weights_keep_unit_input():
+    for backbone, weights in (("small", "none"), ("resnet50", "none"), ("resnet50", "hub:/some/module")):
+        assert ranker_lib.default_input_preprocessing(backbone, weights) == "unit"
+    ranker = ranker_lib.build_ranker("small", "none", SIZE, small_width=4)
+    assert ranker.input_preprocessing == "unit"
+    images = np.random.default_rng(0).random((2, SIZE, SIZE, 3)).astype(np.float32)
+    direct = tf.squeeze(ranker.head(ranker.backbone(images)), -1)
+    np.testing.assert_allclose(ranker(images).numpy(), direct.numpy(), atol=1e-6)
+    # A config without the key (a ranker saved before it existed) loads as [0, 1] input.
+    config = ranker.get_config()
+    del config["input_preprocessing"]
+    assert ranker_lib.PopularityRanker.from_config(config).input_preprocessing == "unit"
+    with pytest.raises(ValueError, match="input_preprocessing must be one of unit, caffe"):
+        ranker_lib.build_ranker("small", "none", SIZE, small_width=4, input_preprocessing="torch")
+
+
+def test_exported_saved_model_and_keras_file_carry_the_preprocessing(tmp_path):
+    keras.utils.set_random_seed(3)
+    caffe = ranker_lib.build_ranker("small", "none", SIZE, small_width=4, input_preprocessing="caffe")
+    images = np.random.default_rng(3).integers(0, 256, (3, SIZE, SIZE, 3)).astype(np.uint8)
+    expected = caffe(images.astype(np.float32) / 255.0).numpy()
+    unit = ranker_lib.PopularityRanker(caffe.backbone, input_preprocessing="unit")
+    unit(tf.zeros([1, SIZE, SIZE, 3]))
+    unit.head.set_weights(caffe.head.get_weights())
+    assert np.abs(unit(images.astype(np.float32) / 255.0).numpy() - expected).max() > 1e-3
+    exported = serving.export_ranker(caffe, str(tmp_path / "saved_model"), {}, "")
+    served = tf.saved_model.load(exported)  # held: a dropped SavedModel's variables are freed
+    np.testing.assert_allclose(served.score(images)["score"].numpy(), expected, atol=1e-5)
+    caffe.save(str(tmp_path / "ranker.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "ranker.keras"))
+    assert loaded.input_preprocessing == "caffe"
+    np.testing.assert_allclose(loaded(images.astype(np.float32) / 255.0).numpy(), expected, atol=1e-5)
+    # weights=<ranker .keras>: the whole ranker (head included) and its preprocessing, at another size.
+    rebuilt = ranker_lib.build_ranker("small", str(tmp_path / "ranker.keras"), SIZE, small_width=8)
+    assert rebuilt.input_preprocessing == "caffe"
+    np.testing.assert_allclose(rebuilt(images.astype(np.float32) / 255.0).numpy(), expected, atol=1e-5)
+    assert ranker_lib.build_ranker("small", str(tmp_path / "ranker.keras"), 2 * SIZE).image_size == 2 * SIZE

@@ -2,9 +2,17 @@
 
 `f(x)` maps an image to an unbounded popularity score: a backbone (keras.applications ResNet50,
 include_top=False, average pool, as in the paper; or a compact residual network of the same
-shape for CPU demos) and one Dense(1) head. Images enter as float [0, 1] *without* ImageNet
-mean/std normalisation, as Ding's released model expects (feeding normalised images silently
-shifts its scores); with ImageNet weights, fine-tuning adapts the first layers to that range.
+shape for CPU demos) and one Dense(1) head.
+
+Every caller feeds the ranker RGB float [0, 1] (uint8 / 255: training, scoring, the SavedModel);
+the ranker itself turns that into what its weights expect, by its `input_preprocessing` (part of
+its config, so saved and exported models keep it):
+- `"unit"`: [0, 1] as is, *without* ImageNet mean/std normalisation. Ding's released model
+  (`pop_tf.models.convert`), the small backbone, TF-Hub modules and random initialisation.
+- `"caffe"`: `keras.applications.resnet50.preprocess_input` of the 0..255 image (RGB → BGR,
+  ImageNet channel means subtracted, no scaling), what Keras's ImageNet ResNet50 was trained on;
+  chosen for `weights=imagenet` and Keras weights files of the keras.applications ResNet50.
+`build_ranker` picks it from the weights (`default_input_preprocessing`); pass it to override.
 
 Training (`SiameseRankerTrainer`) sees popularity-discriminable pairs: Q = f(A) − f(B),
 P = sigmoid(Q), binary cross-entropy against the target (1 when A is the more popular post; the
@@ -27,6 +35,34 @@ import tensorflow as tf
 from pop_tf import precision
 from pop_tf.layers import normalization
 from pop_tf.models import backbones
+
+# The ranker's input preprocessing (see the module docstring): images arrive in [0, 1] and are fed
+# to the backbone as is ("unit") or as Keras's caffe-style ImageNet input ("caffe").
+INPUT_PREPROCESSING = ("unit", "caffe")
+# The backbone name of Ding et al.'s torchvision ResNet50 (`pop_tf.models.convert`).
+TORCHVISION_RESNET50 = "torchvision_resnet50"
+
+
+def default_input_preprocessing(backbone: str, weights) -> str:
+    """The preprocessing the `weights` option's backbone expects: `"caffe"` for the keras.applications
+    ResNet50 with `weights=imagenet` or a Keras weights file (`.h5`, `.weights.h5`: the layout of
+    Keras's ImageNet weights), `"unit"` for everything else (`none`, the small backbone, `hub:`,
+    and a saved ranker `.keras` file, which records its own: see `build_ranker`)."""
+    source, detail = backbones.parse_weights(weights)
+    if backbone == "resnet50" and (source == "imagenet" or (source == "path" and not _is_ranker_file(detail))):
+        return "caffe"
+    return "unit"
+
+
+def _is_ranker_file(path) -> bool:
+    return str(path).endswith(".keras")
+
+
+def check_input_preprocessing(value: str) -> str:
+    """`value` if it is one of `INPUT_PREPROCESSING`, else a ValueError naming the choices."""
+    if value not in INPUT_PREPROCESSING:
+        raise ValueError(f"input_preprocessing must be one of {', '.join(INPUT_PREPROCESSING)}, got {value!r}")
+    return value
 
 
 def small_resnet(image_size: int, width: int = 32, name: str = "small_resnet") -> keras.Model:
@@ -62,12 +98,14 @@ def small_resnet(image_size: int, width: int = 32, name: str = "small_resnet") -
 
 
 def build_backbone(backbone: str, weights: str, image_size: int, small_width: int = 32) -> keras.Model:
-    """The ranker's feature network: [N, S, S, 3] in [0, 1] → [N, C].
+    """The ranker's feature network: images [N, S, S, 3] as the ranker's input preprocessing feeds
+    them (see `PopularityRanker`) → features [N, C].
 
     Args:
         backbone: "resnet50" (keras.applications, include_top=False, average pool) or "small".
-        weights: "imagenet", "none", a weights file, or "hub:<module>" (a feature-vector module
-            that takes [0, 1] images, replacing the backbone).
+        weights: "imagenet", "none", a weights file, "hub:<module>" (a feature-vector module
+            that takes [0, 1] images, replacing the backbone), or a saved ranker `.keras` file
+            (e.g. Ding's converted model): its backbone's architecture and weights, at `image_size`.
         image_size: input side S.
         small_width: first-stage channels of the small backbone.
 
@@ -75,6 +113,8 @@ def build_backbone(backbone: str, weights: str, image_size: int, small_width: in
         backbones.WeightsError: weights that cannot be had; ValueError: an unknown backbone.
     """
     source, detail = backbones.parse_weights(weights)
+    if source == "path" and _is_ranker_file(detail):
+        return _backbone_like(load_ranker_file(detail), backbone, image_size)
     if source == "hub":
         inputs = keras.Input((image_size, image_size, 3), name="images")
         outputs = backbones.HubFeatures(detail, trainable=True, name="hub_features")(inputs)
@@ -95,6 +135,47 @@ def build_backbone(backbone: str, weights: str, image_size: int, small_width: in
     raise ValueError(f"unknown backbone {backbone!r}; use 'resnet50' or 'small'")
 
 
+def load_ranker_file(path) -> "PopularityRanker":
+    """The `PopularityRanker` saved in the `.keras` file `path` (`model.save`, or the converter's output).
+
+    Raises:
+        backbones.WeightsError: a file that cannot be loaded or holds another kind of model.
+    """
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:
+        raise backbones.WeightsError(f"Could not load the ranker {path} ({exc}); a .keras weights option must "
+                                     "be a PopularityRanker saved with model.save or pop_tf.models.convert") from exc
+    if not isinstance(model, PopularityRanker):
+        raise backbones.WeightsError(f"{path} holds a {type(model).__name__}, not a pop_tf PopularityRanker")
+    return model
+
+
+def _backbone_like(saved: "PopularityRanker", backbone: str, image_size: int) -> keras.Model:
+    """A new backbone of `saved`'s architecture at `image_size` (built under the current dtype
+    policy) holding `saved`'s backbone weights and batch-norm epsilons."""
+    name = saved.backbone.name
+    kinds = {TORCHVISION_RESNET50: "resnet50", "resnet50": "resnet50", "small_resnet": "small"}
+    if name not in kinds:
+        raise backbones.WeightsError(f"the saved ranker's backbone {name!r} cannot be rebuilt; use a ranker with "
+                                     "a resnet50, small or converted (pop_tf.models.convert) backbone")
+    if kinds[name] != backbone:
+        raise backbones.WeightsError(f"the saved ranker has a {kinds[name]} backbone but backbone={backbone!r}; "
+                                     f"set backbone={kinds[name]}")
+    if name == TORCHVISION_RESNET50:
+        from pop_tf.models import convert
+        model = convert.torchvision_resnet50(image_size)
+    elif name == "resnet50":
+        model = backbones.application("resnet50", "none", (image_size, image_size, 3), pooling="avg")
+    else:
+        model = small_resnet(image_size, int(saved.backbone.get_layer("stem_conv").filters))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.epsilon = saved.backbone.get_layer(layer.name).epsilon
+    model.set_weights(saved.backbone.get_weights())
+    return model
+
+
 @keras.saving.register_keras_serializable(package="pop_tf")
 class PopularityRanker(keras.Model):
     """f(x): images float [N, S, S, 3] in [0, 1] → popularity scores float32 [N].
@@ -104,23 +185,40 @@ class PopularityRanker(keras.Model):
         dropout: the rate of a Dropout on the features before the head (0: none; not the
             paper's). Active in training only; it holds no variables, so checkpoints with and
             without it are interchangeable.
+        input_preprocessing: `"unit"` (the [0, 1] images go to the backbone as they are) or
+            `"caffe"` (Keras's ImageNet ResNet50 input: see the module docstring). It holds no
+            variables; it is part of the config, so `.keras` files and SavedModels keep it.
         **kwargs: standard Model arguments.
 
     Reference:
         Ding et al. 2019, §3.1 (ResNet-50 with a 2048→1 fully connected layer).
     """
 
-    def __init__(self, backbone: keras.Model, dropout: float = 0.0, **kwargs):
+    def __init__(self, backbone: keras.Model, dropout: float = 0.0, input_preprocessing: str = "unit", **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
+        self.input_preprocessing = check_input_preprocessing(input_preprocessing)
         self.dropout_rate = float(dropout)
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="head_dropout") if self.dropout_rate else None
         # float32 whatever the global policy: under a mixed policy the scores (and the loss built
         # on their differences) keep float32 range and precision.
         self.head = keras.layers.Dense(1, name="head", dtype="float32")
 
+    @property
+    def input_dtype(self):
+        # Images enter as float32 under any policy: the preprocessing runs in float32 and the
+        # backbone casts its (preprocessed) input to its compute dtype itself.
+        return "float32"
+
+    def preprocess(self, images):
+        """The backbone's input for images float [N, S, S, 3] in [0, 1] (float32)."""
+        images = tf.cast(images, tf.float32)
+        if self.input_preprocessing == "caffe":
+            return keras.applications.resnet50.preprocess_input(images * 255.0)
+        return images
+
     def call(self, images, training=False):
-        features = self.backbone(images, training=training)
+        features = self.backbone(self.preprocess(images), training=training)
         if self.dropout is not None:
             features = self.dropout(features, training=training)
         return tf.squeeze(self.head(features), axis=-1)
@@ -133,6 +231,7 @@ class PopularityRanker(keras.Model):
         config = super().get_config()
         config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
         config["dropout"] = self.dropout_rate
+        config["input_preprocessing"] = self.input_preprocessing
         return config
 
     @classmethod
@@ -142,21 +241,35 @@ class PopularityRanker(keras.Model):
 
 
 def build_ranker(backbone: str, weights: str, image_size: int, small_width: int = 32,
-                 mixed_precision: str = "none", name: str = "ranker", dropout: float = 0.0) -> PopularityRanker:
+                 mixed_precision: str = "none", name: str = "ranker", dropout: float = 0.0,
+                 input_preprocessing: str = "auto") -> PopularityRanker:
     """A built `PopularityRanker` (see `build_backbone` for the arguments; `dropout` before the head).
 
     The backbone is built under the `mixed_precision` policy (`pop_tf.precision.policy`); the
-    head is float32 either way.
+    head is float32 either way. `input_preprocessing` is `"unit"`, `"caffe"` or `"auto"`: the
+    choice of `default_input_preprocessing` for the weights. `weights` may be a saved ranker
+    `.keras` file (e.g. Ding's model converted by `pop_tf.models.convert`): the new ranker takes
+    its backbone architecture, all its weights (head included) and, with `"auto"`, its
+    preprocessing, at this `image_size` and precision, to fine-tune or score.
     """
+    source, detail = backbones.parse_weights(weights)
+    saved = load_ranker_file(detail) if source == "path" and _is_ranker_file(detail) else None
+    if input_preprocessing == "auto":
+        input_preprocessing = saved.input_preprocessing if saved else default_input_preprocessing(backbone, weights)
     with precision.policy(mixed_precision):
-        ranker = PopularityRanker(build_backbone(backbone, weights, image_size, small_width), dropout=dropout,
-                                  name=name)
+        features = _backbone_like(saved, backbone, image_size) if saved else \
+            build_backbone(backbone, weights, image_size, small_width)
+        ranker = PopularityRanker(features, dropout=dropout, input_preprocessing=input_preprocessing, name=name)
         ranker(tf.zeros([1, image_size, image_size, 3]))
+    if saved:
+        ranker.head.set_weights(saved.head.get_weights())
     return ranker
 
 
 def pairwise_logits(ranker: PopularityRanker, images_a, images_b, training: bool):
     """Q = f(A) − f(B) for uint8 image batches, with A and B through the backbone as ONE batch.
+
+    The images go to the ranker as [0, 1]; its `input_preprocessing` does the rest.
 
     One batch of 2N keeps batch-norm statistics shared between the two sides of the siamese
     network (two calls would normalise A and B separately) and halves the kernel launches.
