@@ -36,6 +36,11 @@ setup(
     packages=find_packages(include=["pop_tf", "pop_tf.*"]),
     package_data={"pop_tf": ["presets/*.json"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES, "dask": ["apache-beam[dask]>=2.77,<2.78"]},
+    # torch: only to read PyTorch checkpoints (pop_tf.models.convert, pop_tf.metrics.lpips_convert);
+    # the CPU build is enough: pip install torch --index-url https://download.pytorch.org/whl/cpu.
+    # torch needs setuptools>=77.0.3; the newest setuptools drops pkg_resources, which
+    # tensorflow_hub imports, so the upgrade stops below 81.
+    extras_require={"test": TEST_REQUIRES, "dask": ["apache-beam[dask]>=2.77,<2.78"],
+                    "torch": ["torch>=2.1,<3", "setuptools>=77.0.3,<81"]},
     entry_points={"console_scripts": ["pop-tf=pop_tf.cli:main"]},
 )
