@@ -23,8 +23,13 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<3",
     "pillow>=10.4,<13",
     "tensorboard>=2.21,<2.22",
+    # tensorflow_hub imports pkg_resources, which setuptools 81 and later no longer ship.
+    "setuptools<81",
 ]
-TEST_REQUIRES = ["pytest>=8,<10", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]
+# torch checks the PyTorch-checkpoint converters against PyTorch itself. 2.13 is the series whose
+# CPU-only wheel this project's machines serve; an unpinned torch resolves to a newer CUDA build
+# of several GB from PyPI.
+TEST_REQUIRES = ["pytest>=8,<10", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "torch==2.13.*"]
 
 setup(
     name="pop_tf",
@@ -38,9 +43,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     # torch: only to read PyTorch checkpoints (pop_tf.models.convert, pop_tf.metrics.lpips_convert);
     # the CPU build is enough: pip install torch --index-url https://download.pytorch.org/whl/cpu.
-    # torch needs setuptools>=77.0.3; the newest setuptools drops pkg_resources, which
-    # tensorflow_hub imports, so the upgrade stops below 81.
     extras_require={"test": TEST_REQUIRES, "dask": ["apache-beam[dask]>=2.77,<2.78"],
-                    "torch": ["torch>=2.1,<3", "setuptools>=77.0.3,<81"]},
+                    "torch": ["torch>=2.1,<3"]},
     entry_points={"console_scripts": ["pop-tf=pop_tf.cli:main"]},
 )
