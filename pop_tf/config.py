@@ -188,7 +188,9 @@ class RankerConfig:
     `backbone="resnet50"` is the paper's keras.applications ResNet50 (include_top=False, average
     pool); `backbone="small"` is a compact residual network of the same shape (stem, four stages
     of residual blocks, average pool) for CPU demos, `small_width` channels in its first stage.
-    Images are scaled to [0, 1] without mean/std normalisation, as in Ding's released model.
+    Images are scaled to [0, 1]; the ranker then feeds its backbone what its weights expect: [0, 1]
+    unchanged (Ding's released model, random weights, the small backbone) or Keras's caffe
+    preprocessing for Keras ImageNet weights (`pop_tf.models.ranker.default_input_preprocessing`).
     `weights` is `imagenet`, `none`, a local weights file, or `hub:<handle or module dir>`.
     `mixed_precision` (`pop_tf.precision`): `none` (float32), `float16` (Keras's `mixed_float16`,
     a `LossScaleOptimizer` per optimizer), `bfloat16` (`mixed_bfloat16`; twice float32's speed
