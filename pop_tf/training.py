@@ -16,7 +16,6 @@
 - `ConstantThenLinearDecay` is DMIT's schedule (constant, then linear decay to 0).
 """
 
-import contextlib
 import json
 import logging
 import math
