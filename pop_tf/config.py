@@ -191,7 +191,8 @@ class RankerConfig:
     Images are scaled to [0, 1]; the ranker then feeds its backbone what its weights expect: [0, 1]
     unchanged (Ding's released model, random weights, the small backbone) or Keras's caffe
     preprocessing for Keras ImageNet weights (`pop_tf.models.ranker.default_input_preprocessing`).
-    `weights` is `imagenet`, `none`, a local weights file, or `hub:<handle or module dir>`.
+    `weights` is `imagenet`, `none`, a local weights file, a saved ranker `.keras` file (e.g. Ding's
+    converted model, `python -m pop_tf.models.convert ding`), or `hub:<handle or module dir>`.
     `mixed_precision` (`pop_tf.precision`): `none` (float32), `float16` (Keras's `mixed_float16`,
     a `LossScaleOptimizer` per optimizer), `bfloat16` (`mixed_bfloat16`; twice float32's speed
     on a CPU with AVX512_BF16) or `auto` (float16 on a GPU, bfloat16 on a CPU that runs it fast,
