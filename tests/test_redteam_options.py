@@ -72,9 +72,10 @@ def test_every_numeric_field_declares_its_range_and_its_default_is_inside():
 
 
 def test_presets_and_the_values_tests_use_stay_valid():
-    config_lib.resolve("demo")
-    config_lib.resolve("paper")
-    config_lib.resolve(None, TINY)
+    # The ranges must admit what the presets and the tests set: resolving raises otherwise.
+    assert config_lib.resolve("demo").train_translator.image_size == 32
+    assert config_lib.resolve("paper").train_translator.image_size == 256
+    assert isinstance(config_lib.resolve(None, TINY), config_lib.Config)
 
 
 # --- Class 6b: NaN and infinities ------------------------------------------------------------
