@@ -362,6 +362,9 @@ class TranslatorConfig:
     generator_spectral_norm: Literal["keras", "pytorch", "none"] = "pytorch"
     # The style encoder's normalisation: "instance" (DMIT) or "none" (MUNIT's style encoder).
     style_normalization: Literal["instance", "none"] = "instance"
+    # How the decoder's residual blocks take the code: "cbin" (DMIT's default `--norm_type`: an
+    # additive tanh bias) or "adain" (a scale and a bias).
+    norm_type: Literal["cbin", "adain"] = "cbin"
     dropout_rate: float = bounded(0.0, 0.0, 1.0, high_open=True)
     # The modalities whose domains DMIT trains on: both (the paper's edge → colour and colour →
     # colour) or colour only (every step spent on popularity translation).

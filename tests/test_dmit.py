@@ -161,6 +161,21 @@ def test_cbin_conditioning_changes_decoder_and_discriminator_outputs():
     assert len(cbin) == 2 * TINY["decoder_residual_blocks"]
 
 
+def test_generator_norm_type_adain_conditions_through_scale_and_bias():
+    from pop_tf.layers import AdaptiveInstanceNorm
+
+    nets = _networks(norm_type="adain")
+    generator = nets["generator"]
+    adain = [layer for layer in generator._flatten_layers(include_self=False)
+             if isinstance(layer, AdaptiveInstanceNorm)]
+    assert len(adain) == 2 * TINY["decoder_residual_blocks"]
+    assert generator.get_config()["norm_type"] == "adain"
+    clone = type(generator).from_config(generator.get_config())
+    assert clone.count_params() == generator.count_params()
+    with pytest.raises(ValueError, match="norm_type"):
+        dmit.Generator(norm_type="batch")
+
+
 def test_network_get_config_round_trips():
     for name, network in _networks(num_clusters=K, dropout_rate=0.5).items():
         config = network.get_config()

@@ -123,6 +123,41 @@ def test_cbin_linear_is_spectrally_normalised_and_sigma_goes_to_one():
     assert sigma == pytest.approx(1.0, abs=0.02)
 
 
+def test_adain_is_instance_norm_times_one_plus_linear_code_plus_linear_code():
+    rng = _rng(9)
+    x = rng.normal(2.0, 3.0, size=(2, 4, 4, 6)).astype("float32")
+    code = rng.normal(size=(2, 3)).astype("float32")
+    layer = L.AdaptiveInstanceNorm()
+    layer([x, code])
+    # Non-zero biases so both heads are exercised away from their initial values.
+    layer.scale_dense.layer.bias.assign(rng.normal(size=6).astype("float32"))
+    layer.bias_dense.layer.bias.assign(rng.normal(size=6).astype("float32"))
+
+    def expected():
+        linear = lambda dense: (code.astype(np.float64) @ np.asarray(dense.layer.kernel, np.float64)
+                                + np.asarray(dense.layer.bias, np.float64))
+        scale, shift = linear(layer.scale_dense), linear(layer.bias_dense)
+        return (_numpy_instance_norm(x.astype(np.float64)) * (1.0 + scale[:, None, None, :])
+                + shift[:, None, None, :])
+
+    np.testing.assert_allclose(np.asarray(layer([x, code])), expected(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer([x, code], training=True)), expected(), atol=1e-5)
+
+
+def test_adain_code_can_switch_a_channel_off_which_cbin_cannot():
+    x = _rng(10).normal(size=(1, 4, 4, 2)).astype("float32")
+    code = np.array([[1.0]], "float32")
+    adain = L.AdaptiveInstanceNorm(spectral_normalization="none")
+    adain([x, code])
+    adain.scale_dense.kernel.assign([[-1.0, 0.0]])  # 1 + γ = 0 for channel 0
+    out = np.asarray(adain([x, code]))
+    assert out[..., 0].std() < 1e-6  # only the code's shift is left of channel 0
+    assert out[..., 1].std() == pytest.approx(1.0, abs=1e-3)
+    cbin = L.CentralBiasingInstanceNorm(spectral_normalization="none")
+    # CBIN shifts by a tanh in (−1, 1): the normalised content always passes at unit spread.
+    assert np.asarray(cbin([x, code]))[..., 0].std() == pytest.approx(1.0, abs=1e-3)
+
+
 def test_cbin_requires_a_list_input():
     with pytest.raises(ValueError, match=r"\[x, code\]"):
         L.CentralBiasingInstanceNorm()(np.zeros((1, 2, 2, 3), "float32"))

@@ -23,6 +23,7 @@ from pop_tf.layers.blocks import (
     upsample,
 )
 from pop_tf.layers.normalization import (
+    AdaptiveInstanceNorm,
     CentralBiasingInstanceNorm,
     InstanceNormalization,
     LayerNormalization,
@@ -31,6 +32,7 @@ from pop_tf.layers.padding import PaddedAveragePooling2D, ReflectionPadding2D
 
 __all__ = [
     "UP_TYPES",
+    "AdaptiveInstanceNorm",
     "CentralBiasingInstanceNorm",
     "ConvBlock",
     "ConvTransposeBlock",

@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from pop_tf.layers.normalization import (
+    AdaptiveInstanceNorm,
     CentralBiasingInstanceNorm,
     InstanceNormalization,
     LayerNormalization,
@@ -35,6 +36,8 @@ from pop_tf.layers.spectral import spectral_mode
 PACKAGE = "pop_tf"
 NORMALIZATIONS = ("instance", "layer", None)
 PAD_TYPES = ("reflect", "zero")
+# How a code conditions a normalisation: DMIT's `--norm_type` cbin (bias only) or adain.
+CONDITIONAL_NORMS = {"cbin": CentralBiasingInstanceNorm, "adain": AdaptiveInstanceNorm}
 
 
 def normal_initializer(stddev=0.02):
@@ -365,9 +368,9 @@ def upsample(x, filters, up_type="transpose", use_bias=True, normalization=None,
     return ConvBlock(filters, 3, padding=1, pad_type="reflect", **common)(x)
 
 
-def _norm_layer(conditional, normalization, spectral_normalization, name):
+def _norm_layer(conditional, normalization, spectral_normalization, name, conditional_norm="cbin"):
     if conditional:
-        return CentralBiasingInstanceNorm(
+        return CONDITIONAL_NORMS[conditional_norm](
             spectral_normalization=spectral_normalization, name=name)
     return make_normalization(normalization, name=name)
 
@@ -381,10 +384,12 @@ class ResidualBlock(keras.layers.Layer):
     `ConResidualBlock`); otherwise it is called on x (the content encoder's `ResidualBlock`).
 
     Args:
-        conditional: use `CentralBiasingInstanceNorm` conditioned on a code.
+        conditional: normalise conditioned on a code (`conditional_norm`).
         normalization: "instance", "layer" or None when not conditional.
         activation: "lrelu" (DMIT encoders), "relu" (DMIT decoder), any Keras name or None.
         dropout_rate: dropout after the second norm (DMIT `--use_dropout` uses 0.5).
+        conditional_norm: "cbin" (`CentralBiasingInstanceNorm`, DMIT's default) or "adain"
+            (`AdaptiveInstanceNorm`).
         pad_type: "reflect" or "zero".
         spectral_normalization: wrap the convs (and the CBIN dense) in `SpectralNormalization`.
         **kwargs: base `keras.layers.Layer` arguments.
@@ -395,10 +400,12 @@ class ResidualBlock(keras.layers.Layer):
     """
 
     def __init__(self, conditional=False, normalization="instance", activation="lrelu",
-                 dropout_rate=0.0, pad_type="reflect", spectral_normalization=True, **kwargs):
+                 dropout_rate=0.0, pad_type="reflect", spectral_normalization=True,
+                 conditional_norm="cbin", **kwargs):
         super().__init__(**kwargs)
         _check_choice(normalization, NORMALIZATIONS, "normalization")
         _check_choice(pad_type, PAD_TYPES, "pad_type")
+        _check_choice(conditional_norm, tuple(CONDITIONAL_NORMS), "conditional_norm")
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
         self.conditional = bool(conditional)
@@ -407,8 +414,10 @@ class ResidualBlock(keras.layers.Layer):
         self.dropout_rate = float(dropout_rate)
         self.pad_type = pad_type
         self.spectral_normalization = spectral_mode(spectral_normalization)
-        self.norm1 = _norm_layer(conditional, normalization, spectral_normalization, "norm1")
-        self.norm2 = _norm_layer(conditional, normalization, spectral_normalization, "norm2")
+        self.conditional_norm = conditional_norm
+        self.norm1, self.norm2 = (
+            _norm_layer(conditional, normalization, spectral_normalization, name, conditional_norm)
+            for name in ("norm1", "norm2"))
         self.act = make_activation(activation, name="act")
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
         self.conv1 = None
@@ -444,6 +453,7 @@ class ResidualBlock(keras.layers.Layer):
             "conditional": self.conditional, "normalization": self.normalization,
             "activation": self.activation, "dropout_rate": self.dropout_rate,
             "pad_type": self.pad_type, "spectral_normalization": self.spectral_normalization,
+            "conditional_norm": self.conditional_norm,
         })
         return config
 

@@ -220,6 +220,45 @@ class CentralBiasingInstanceNorm(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class AdaptiveInstanceNorm(CentralBiasingInstanceNorm):
+    """AdaIN conditioned on a code: IN(x)·(1 + SN-Linear_γ(code)) + SN-Linear_β(code).
+
+    DMIT's `--norm_type adain` alternative to CBIN: the code sets each channel's scale as well
+    as its centre, so a style can switch content channels off or amplify them instead of only
+    shifting them by at most ±1 (CBIN's tanh bias). The scale is written 1 + γ so that, with
+    DMIT's N(0, 0.02) initialisation, the layer starts as a plain instance norm (DMIT's literal
+    IN·Linear(code) starts near IN·0, i.e. with every channel switched off). Same call contract
+    as `CentralBiasingInstanceNorm`: `layer([x, code])`.
+
+    References:
+        Huang & Belongie, "Arbitrary Style Transfer in Real-time with Adaptive Instance
+        Normalization", ICCV 2017; DMIT `models/modules/adain.py`.
+    """
+
+    def __init__(self, epsilon=1e-5, spectral_normalization=True, **kwargs):
+        super().__init__(epsilon=epsilon, spectral_normalization=spectral_normalization, **kwargs)
+        self.scale_dense = None
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        x_shape, code_shape = self._split(input_shape, "input shape")
+        dense = keras.layers.Dense(
+            x_shape[-1], kernel_initializer=_normal_002(), bias_initializer="zeros",
+            name="scale_dense")
+        dense = spectral.wrap(dense, self.spectral_normalization, name="sn_scale_dense")
+        dense.build(tuple(code_shape))
+        self.scale_dense = dense
+
+    def call(self, inputs):
+        x, code = self._split(inputs, "inputs")
+        # [N, C] -> [N, 1, ..., 1, C] so that it broadcasts over every spatial axis.
+        per_channel = (-1,) + (1,) * (len(x.shape) - 2) + (x.shape[-1],)
+        scale = ops.reshape(ops.cast(self.scale_dense(code), x.dtype), per_channel)
+        bias = ops.reshape(ops.cast(self.bias_dense(code), x.dtype), per_channel)
+        return self.instance_norm(x) * (1.0 + scale) + bias
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` computed by TensorFlow's fused kernel where it can be.
 

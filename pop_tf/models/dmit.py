@@ -86,6 +86,7 @@ from pop_tf.layers import (
     spectral_dense,
     upsample,
 )
+from pop_tf.layers.blocks import CONDITIONAL_NORMS
 from pop_tf.layers.spectral import spectral_mode
 from pop_tf.models.pix2pix import _as_matrix, _positive_int, _tf_variables, _Untracked
 
@@ -311,7 +312,7 @@ class Generator(keras.Model):
     attribute vector), "style" [N, style_dim], and "cluster_onehot" [N, num_clusters] when
     `num_clusters > 0`. code = concat(label, style[, cluster one-hot]) conditions every
     normalisation of the `num_residual` residual blocks through CBIN (instance norm + tanh(SN
-    dense(code)) bias, ReLU). Then `num_upsampling` up-sampling blocks halving the channels,
+    dense(code)) bias, ReLU; or AdaIN, a scale and a bias, with `norm_type="adain"`). Then `num_upsampling` up-sampling blocks halving the channels,
     each with DMIT's layer norm (per-channel affine) and ReLU: "transpose" = 4×4/2 transposed
     conv (DMIT's default `--up_type`), "nearest" = nearest ×2 + 3×3 conv. Then a 7×7 conv
     (reflection padding, bias) + tanh. Output [N, h·2^u, w·2^u, output_channels].
@@ -326,6 +327,8 @@ class Generator(keras.Model):
         output_channels: image channels.
         up_type: "transpose" or "nearest".
         dropout_rate: dropout in the residual blocks (DMIT `--use_dropout` = 0.5).
+        norm_type: how the code conditions the residual blocks (DMIT `--norm_type`): "cbin"
+            (bias only, DMIT's default) or "adain" (scale and bias).
         spectral_normalization: wrap every conv and the CBIN dense layers in
             `SpectralNormalization`.
         **kwargs: `keras.Model` arguments.
@@ -337,7 +340,7 @@ class Generator(keras.Model):
 
     def __init__(self, label_dim=4, style_dim=8, num_clusters=0, content_channels=256,
                  num_residual=6, num_upsampling=2, output_channels=3, up_type="transpose",
-                 dropout_rate=0.0, spectral_normalization=True, **kwargs):
+                 dropout_rate=0.0, spectral_normalization=True, norm_type="cbin", **kwargs):
         label_dim = _positive_int(label_dim, "label_dim")
         style_dim = _positive_int(style_dim, "style_dim")
         num_clusters = _positive_int(num_clusters, "num_clusters", 0)
@@ -347,6 +350,7 @@ class Generator(keras.Model):
         output_channels = _positive_int(output_channels, "output_channels")
         _check_choice(up_type, UP_TYPES, "up_type")
         dropout_rate = _rate(dropout_rate, "dropout_rate")
+        _check_choice(norm_type, tuple(CONDITIONAL_NORMS), "norm_type")
         if content_channels % (2 ** num_upsampling):
             raise ValueError(
                 f"content_channels ({content_channels}) must be divisible by "
@@ -364,7 +368,7 @@ class Generator(keras.Model):
         for i in range(num_residual):
             h = ResidualBlock(conditional=True, activation="relu", dropout_rate=dropout_rate,
                               spectral_normalization=spectral_normalization,
-                              name=f"res{i}")([h, code])
+                              conditional_norm=norm_type, name=f"res{i}")([h, code])
         channels = content_channels
         for i in range(num_upsampling):
             channels //= 2
@@ -384,11 +388,12 @@ class Generator(keras.Model):
         self.output_channels = output_channels
         self.up_type = up_type
         self.dropout_rate = dropout_rate
+        self.norm_type = norm_type
         self.spectral_normalization = spectral_mode(spectral_normalization)
 
     def get_config(self):
         return {
-            "name": self.name, "trainable": self.trainable,
+            "name": self.name, "trainable": self.trainable, "norm_type": self.norm_type,
             "label_dim": self.label_dim, "style_dim": self.style_dim,
             "num_clusters": self.num_clusters, "content_channels": self.content_channels,
             "num_residual": self.num_residual, "num_upsampling": self.num_upsampling,
@@ -623,7 +628,8 @@ def build_networks(label_dim=4, style_dim=8, base_filters=64, num_downsampling=2
                    num_scales=2, image_d_blocks=3, content_d_blocks=5, num_clusters=0,
                    up_type="transpose", dropout_rate=0.0, share_discriminator=False,
                    image_channels=3, spectral_normalization=True,
-                   generator_spectral_normalization=None, style_normalization="instance"):
+                   generator_spectral_normalization=None, style_normalization="instance",
+                   norm_type="cbin"):
     """Builds every DMIT network at the given widths (defaults: the official/paper ones).
 
     Weight initialisation draws from Keras's global seed: call
@@ -651,6 +657,7 @@ def build_networks(label_dim=4, style_dim=8, base_filters=64, num_downsampling=2
             "pytorch" or "none" (`pop_tf.layers.spectral`; DMIT: PyTorch's, everywhere).
         generator_spectral_normalization: the same for the encoders and the decoder.
         style_normalization: the style encoder's normalisation, "instance" (DMIT) or None.
+        norm_type: the decoder's conditional normalisation, "cbin" (DMIT) or "adain".
 
     Returns:
         Dict with "content_encoder", "style_encoder", "generator", "content_discriminator",
@@ -669,8 +676,8 @@ def build_networks(label_dim=4, style_dim=8, base_filters=64, num_downsampling=2
                                       normalization=style_normalization, **g_sn),
         "generator": Generator(label_dim, style_dim, num_clusters, channels,
                                decoder_residual_blocks, num_downsampling, image_channels,
-                               up_type=up_type, dropout_rate=dropout_rate, name="generator",
-                               **g_sn),
+                               up_type=up_type, dropout_rate=dropout_rate, norm_type=norm_type,
+                               name="generator", **g_sn),
         "content_discriminator": ContentDiscriminator(label_dim, channels, content_d_blocks,
                                                       name="content_discriminator", **sn),
     }

@@ -207,7 +207,8 @@ def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_step
             num_clusters=num_clusters, up_type=cfg.up_type, dropout_rate=cfg.dropout_rate,
             share_discriminator=cfg.share_discriminator, spectral_normalization=cfg.spectral_norm,
             generator_spectral_normalization=cfg.generator_spectral_norm,
-            style_normalization=None if cfg.style_normalization == "none" else cfg.style_normalization)
+            style_normalization=None if cfg.style_normalization == "none" else cfg.style_normalization,
+            norm_type=cfg.norm_type)
     return dmit.DMITTrainer(
         **networks, share_discriminator=cfg.share_discriminator, diversity=dmit_diversity(cfg),
         lambda_reconstruction=cfg.lambda_rec, lambda_kl=cfg.lambda_kl, lambda_cycle=cfg.lambda_cycle,
@@ -351,7 +352,9 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     started = time.monotonic()
     clusters, num_clusters = None, 1
     if cfg.diversity == "clusters":
-        clusters = cluster.load_outputs(cfg.clusters)
+        # E runs on every fake of every step (L_d, L_m): it computes in the trainer's precision.
+        with precision.policy(cfg.mixed_precision):
+            clusters = cluster.load_outputs(cfg.clusters)
         num_clusters = clusters[0].num_clusters
     cluster_of = clusters[1] if clusters else None
     os.makedirs(cfg.output, exist_ok=True)
