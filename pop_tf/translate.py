@@ -1,13 +1,14 @@
 """`pop-tf translate`: the translator SavedModel's inference modes on a pair of images.
 
 Works from the exported SavedModel only (SPEC §7), so it shows exactly what other apps get:
-- style translation A→B: A's content, the style encoded from B, B's domain
+- A→B (style translation): A's content, the style encoded from B, B's domain
   (`translate(A, B, domain_b)`);
-- content translation A→B: B's content with A's style, under B's domain (`translate(B, A, domain_b)`);
+- B→A (content translation, paper 1's "B → A" row): B's content with the style encoded from A,
+  under A's domain label as DMIT's `s2w_enc` passes it (`translate(B, A, domain_a)`);
 - random styles: A→A and B→B with styles from the prior (`sample`, seeded).
 
-`translation_grid` lays them out as the paper's 10-image row: A | B | style A→B | content A→B |
-three random A→A | three random B→B.
+`translation_grid` lays them out as the paper's 10-image row, after the two inputs: A | B | A→B |
+B→A | four random A→A | four random B→B.
 """
 
 import argparse
@@ -20,14 +21,16 @@ import numpy as np
 from pop_tf.errors import PopTfError, UsageError, report, reportable
 from pop_tf.paths import check_apart
 
-GRID_COLUMNS = ("A", "B", "style A→B", "content A→B", "A→A rand 1", "A→A rand 2", "A→A rand 3",
-                "B→B rand 1", "B→B rand 2", "B→B rand 3")
-RANDOM_STYLES = 3
+RANDOM_STYLES = 4  # per input, as the paper's row
+# The inputs, then the paper's 10 outputs; "A→B" and "B→A" are the paper's names of its rows.
+GRID_COLUMNS = ("A", "B", "A→B", "B→A",
+                *(f"A→A rand {i + 1}" for i in range(RANDOM_STYLES)),
+                *(f"B→B rand {i + 1}" for i in range(RANDOM_STYLES)))
 MAX_FILE_BYTES = 50 * 1024 * 1024  # as ingest's default: a larger file is not a garment photo
 
 
 def translation_grid(model, image_a, image_b, domain_a: str, domain_b: str, seed: int = 0) -> np.ndarray:
-    """The 10-image row for one pair, uint8 [S, 10·S, 3].
+    """The inputs and the paper's 10-image row for one pair, uint8 [S, 12·S, 3] (`GRID_COLUMNS`).
 
     Args:
         model: a loaded translator SavedModel (`tf.saved_model.load`).
@@ -40,7 +43,7 @@ def translation_grid(model, image_a, image_b, domain_a: str, domain_b: str, seed
     a, b = tf.constant(image_a[None], tf.uint8), tf.constant(image_b[None], tf.uint8)
     target_b, target_a = tf.constant([domain_b]), tf.constant([domain_a])
     style = model.translate(content=a, reference=b, target_domain=target_b)["images"][0]
-    content = model.translate(content=b, reference=a, target_domain=target_b)["images"][0]
+    content = model.translate(content=b, reference=a, target_domain=target_a)["images"][0]
     seed_t, count = tf.constant(seed, tf.int64), tf.constant(RANDOM_STYLES, tf.int32)
     random_a = model.sample(content=a, target_domain=target_a, seed=seed_t, num_samples=count)["images"][0]
     random_b = model.sample(content=b, target_domain=target_b, seed=seed_t, num_samples=count)["images"][0]
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--domain-a", default="unpopular/color", help="A's domain (default unpopular/color)")
     parser.add_argument("--domain-b", default="popular/color", help="B's domain (default popular/color)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random styles")
-    parser.add_argument("--output", required=True, help="PNG file for the 10-image grid")
+    parser.add_argument("--output", required=True, help="PNG file for the grid: A, B and the paper's 10-image row")
     args = parser.parse_args(argv)
     import tensorflow as tf
     from PIL import Image

@@ -227,7 +227,7 @@ def test_figures_config_and_tensorboard_logs(evaluated, inputs):
                      "pix2pix_1_clusters_ndb.png", "translator_grid.png", "translator_samples_colour.png",
                      "translator_samples_edge.png", "translator_scores.png"]
     with Image.open(os.path.join(os.path.dirname(paths["metrics"]), "translator_grid.png")) as grid:
-        assert grid.size == (10 * S, 2 * S + 2)  # two pairs of the 10-image row, 2 px apart
+        assert grid.size == (12 * S, 2 * S + 2)  # two pairs: A, B and the paper's 10-image row, 2 px apart
     with Image.open(os.path.join(os.path.dirname(paths["metrics"]), "pix2pix_0_none_grid.png")) as grid:
         assert grid.size == ((2 + M) * S, N * S + (N - 1) * 2)  # edge | real | M samples
     assert json.load(open(paths["config"]))["ndb_bins"] == BINS
@@ -248,8 +248,9 @@ def test_report_is_self_contained_with_tables_and_images(evaluated):
     assert references and all(r.startswith("data:image/png;base64,") for r in references)
     assert "url(" not in text and "<script" not in text and "<link" not in text
     assert text.count("<img ") == 8  # 4 translator figures + (grid, NDB plot) per pix2pix variant
-    # Grids of 32-pixel tiles are shown enlarged (3x: 96-pixel tiles), the 10-image grid included.
-    assert f'style="width: {10 * S * 3}px"' in text
+    # Grids of 32-pixel tiles are shown enlarged (3x: 96-pixel tiles) but fit a page: the 12-tile
+    # translation grid at 3x would be 1152 px wide, so it is shown at 2x.
+    assert f'style="width: {(2 + M) * S * 3}px"' in text and f'style="width: {12 * S * 2}px"' in text
     for caption in ("Popularity uplift: style vs content translation", "Table 2 layout (paper 1)",
                     "Table 1 layout (paper 2)"):
         assert caption in text

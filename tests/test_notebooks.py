@@ -219,8 +219,8 @@ def test_quickstart_shows_the_ten_image_translation_grid(quickstart, workdir):
     [grid] = pngs(quickstart, "translations")
     rows = min(3, len(held_out_ids(workdir, "unpopular")), len(held_out_ids(workdir, "popular")))
     assert rows >= 1
-    assert pixels(grid).shape == (rows * 32 + (rows - 1) * 2, 10 * 32, 3)
-    assert "style A→B | content A→B" in texts(quickstart, "translations")
+    assert pixels(grid).shape == (rows * 32 + (rows - 1) * 2, 12 * 32, 3)  # A, B and the paper's 10 outputs
+    assert "A | B | A→B | B→A | A→A rand 1" in texts(quickstart, "translations")
 
 
 def test_quickstart_shows_the_popularity_change_per_image_and_as_uplift(quickstart, workdir):

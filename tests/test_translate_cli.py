@@ -1,8 +1,9 @@
 """`pop-tf translate`: the 10-image grid from a translator SavedModel's endpoints (SPEC §7).
 
 A stand-in SavedModel with the translator's exact signatures makes the grid's layout testable
-without training: `translate` returns the reference, `sample` returns the content darkened by
-(seed + sample index), so every tile shows which call made it.
+without training: `translate` returns the reference darkened by 10 × the index of the target
+domain in DOMAINS, `sample` returns the content darkened by (seed + sample index), so every tile
+shows which call made it, and under which domain label.
 """
 
 import json
@@ -26,7 +27,10 @@ class _FakeTranslator(tf.Module):
                                   tf.TensorSpec([None], tf.string)])
     def translate(self, content, reference, target_domain):
         reference = tf.ensure_shape(reference, [None, None, None, 3])
-        return {"images": tf.image.resize(reference, (S, S), method="nearest")}
+        base = tf.cast(tf.image.resize(reference, (S, S), method="nearest"), tf.int32)
+        domain = tf.argmax(tf.cast(tf.equal(target_domain[:, None], tf.constant(DOMAINS)[None]), tf.int32), axis=1,
+                           output_type=tf.int32)
+        return {"images": tf.cast(base - 10 * domain[:, None, None, None], tf.uint8)}
 
     @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8), tf.TensorSpec([None], tf.string),
                                   tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int32)])
@@ -52,14 +56,17 @@ def fake_model(tmp_path_factory):
     return path
 
 
-def test_grid_layout_follows_the_ten_columns(fake_model):
+def test_grid_is_the_inputs_then_the_papers_ten_image_row(fake_model):
     model = tf.saved_model.load(str(fake_model))
     a, b = np.full((S, S, 3), 100, np.uint8), np.full((2 * S, 2 * S, 3), 200, np.uint8)
     grid = translate.translation_grid(model, a, b, "unpopular/color", "popular/color", seed=5)
-    assert grid.shape == (S, 10 * S, 3) and len(translate.GRID_COLUMNS) == 10
-    tiles = [int(grid[0, i * S, 0]) for i in range(10)]
-    # A | B | style = B's style | content (reference A) | A→A: 100−(5,6,7) | B→B: 200−(5,6,7)
-    assert tiles == [100, 200, 200, 100, 95, 94, 93, 195, 194, 193]
+    assert grid.shape == (S, 12 * S, 3)
+    assert translate.GRID_COLUMNS == ("A", "B", "A→B", "B→A", "A→A rand 1", "A→A rand 2", "A→A rand 3",
+                                      "A→A rand 4", "B→B rand 1", "B→B rand 2", "B→B rand 3", "B→B rand 4")
+    tiles = [int(grid[0, i * S, 0]) for i in range(12)]
+    # A | B | A→B: B's style under popular/color (index 3) | B→A: A's style under A's own label,
+    # unpopular/color (index 1), as DMIT's s2w_enc | A→A: 100−(5..8) | B→B: 200−(5..8)
+    assert tiles == [100, 200, 200 - 30, 100 - 10, 95, 94, 93, 92, 195, 194, 193, 192]
 
 
 def test_cli_writes_the_grid_and_names_bad_domains(fake_model, tmp_path):
@@ -70,9 +77,9 @@ def test_cli_writes_the_grid_and_names_bad_domains(fake_model, tmp_path):
     result = subprocess.run([*args, "--output", str(tmp_path / "grid.png")], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["columns"][2] == "style A→B"
+    assert json.loads(result.stdout)["columns"][2:4] == ["A→B", "B→A"]
     with Image.open(tmp_path / "grid.png") as grid:
-        assert grid.size == (10 * S, S)
+        assert grid.size == (12 * S, S)
     bad = subprocess.run([*args, "--domain-b", "viral/color", "--output", str(tmp_path / "x.png")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--domain-b 'viral/color' is not a domain" in bad.stderr

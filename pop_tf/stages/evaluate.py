@@ -559,8 +559,10 @@ def _evaluate_translator(ctx: _Context) -> dict:
                                                       seed=cfg.seed) for i in range(count)])
         ctx.figure("translator_grid.png", _png(grid))
         ctx.images["translator/grid"] = grid
-        report.image(grid, "translation grid", "The paper's 10-image grid, one row per pair (A unpopular, B popular "
-                     "test image). Columns: " + " | ".join(translate.GRID_COLUMNS) + ".",
+        report.image(grid, "translation grid", "One row per pair (A unpopular, B popular test image): A, B, then "
+                     "the paper's 10-image row (A→B: A's content with B's style under popular/color; B→A: B's "
+                     "content with A's style under A's label unpopular/color; four random styles of A, four of B). "
+                     "Columns: " + " | ".join(translate.GRID_COLUMNS) + ".",
                      width=_display_width(grid, grid.shape[1] // len(translate.GRID_COLUMNS)))
         result["grid_pairs"] = count
     report.bullets([
