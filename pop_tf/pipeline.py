@@ -336,10 +336,11 @@ def summary(results: dict) -> str:
         lines.append(f"  ranker (held-out): {figures}")
     evaluation = _read_json(results.get("evaluate", {}).get("metrics", ""))
     uplift = evaluation.get("translator", {}).get("uplift", {})
-    for mode in ("style", "content"):
+    for mode, title in (("style", "style"), ("content", "content (popular label)"),
+                        ("content_a_label", "content B→A (A's label, paper 1)")):
         if mode in uplift:
             u = uplift[mode]
-            lines.append(f"  {mode} translation unpopular → popular, pop_tf's ranker: mean score uplift "
+            lines.append(f"  {title} translation unpopular → popular, pop_tf's ranker: mean score uplift "
                          f"{u['mean_uplift']:+.3f}, "
                          f"{u['share_improved']:.0%} improved, {u['share_above_1']:.0%} scored above 1 after")
     if evaluation:

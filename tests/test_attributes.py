@@ -21,6 +21,7 @@ from pop_tf.beam import images as image_lib
 from pop_tf.metrics import attributes as attr
 from pop_tf.models import attribute_classifier
 from pop_tf.stages import evaluate, evaluate_attributes
+from pop_tf.truth import read_truth_rows
 
 S = 32
 NUM_POSTS = 400
@@ -34,7 +35,7 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("attributes")
     paths = synth.run(config_lib.SynthConfig(output=str(root / "synth"), num_posts=NUM_POSTS, image_size=S,
                                              num_users=8, broken_share=0.0, num_corrupt=0))
-    rows = attr.read_truth_rows(paths["truth"])
+    rows = read_truth_rows(paths["truth"])
     ids, images = [], []
     with open(paths["metadata"]) as f:
         for line in f:
@@ -168,6 +169,17 @@ def test_translation_checks_and_true_uplift_by_hand():
     # The content outputs are read without a confident colour: not recognisable, and said so.
     assert s["verdict"]["recognisable"] and not c["verdict"]["recognisable"]
     assert not result["verdict"]["recognisable"] and result["verdict"]["reasons"][0].startswith("content: ")
+    # Content translation under A's label (paper 1's B → A) is judged by the same expectations.
+    paper_ranker = {**ranker, "content_a_label": {"mean_uplift": -0.2, "share_improved": 0.0}}
+    both = evaluate_attributes.translator_figures(
+        judge, S, ["a0", "a1"], ["b0", "b1"],
+        {"style": style, "content": content, "content_a_label": style, "inputs": inputs}, paper_ranker, {}, real, real)
+    paper = both["content_a_label"]
+    # The style outputs keep A's shapes: as B → A they take none of B's shapes and keep A's colour in neither.
+    assert (paper["takes_shape"], paper["keeps_colour"]) == (0.0, 0.0)
+    assert paper["ranker_uplift"] == paper_ranker["content_a_label"]
+    assert both["content"]["true_uplift"] == c["true_uplift"] and both["content"]["takes_shape"] == c["takes_shape"]
+    assert [r.split(":")[0] for r in both["verdict"]["reasons"]] == ["content", "content_a_label"]
 
 
 def test_distinct_confident_colours_by_hand():
@@ -305,12 +317,15 @@ def test_evaluate_writes_the_attribute_figures(evaluated):
     assert os.path.isfile(work / "evaluate" / "attribute_classifier_32px.weights.h5")
     translator = metrics["translator"]["attributes"]
     style, content = translator["style"], translator["content"]
-    for figures in (style, content):
+    for figures in (style, content, translator["content_a_label"]):
         assert {"fid_synth", "kid_synth", "precision_synth", "recall_synth", "confident_colour_share", "true_uplift",
                 "perfect_uplift", "share_of_perfect", "gap_to_perfect", "ranker_uplift", "verdict"} <= set(figures)
     # The copying translator: style outputs are A itself (A's shape kept as often as the classifier
     # reads shapes right), content outputs are B (B's shape taken); real garments are recognisable.
     assert style["keeps_shape"] > 0.5 and content["takes_shape"] > 0.4  # chance: 1/8
+    # It ignores the label: content translation under A's label gives the same images, read the same.
+    assert translator["content_a_label"]["takes_shape"] == content["takes_shape"]
+    assert translator["content_a_label"]["ranker_uplift"] == content["ranker_uplift"]
     assert style["confident_colour_share"] > 0.7 and style["precision_synth"] > 0.5
     # Copying A changes nothing: a true uplift of exactly 0, while a perfect style transfer would gain.
     assert style["true_uplift"]["mean_uplift"] == 0.0 and style["true_uplift"]["share_improved"] == 0.0
@@ -335,6 +350,9 @@ def test_evaluate_writes_the_attribute_figures(evaluated):
     assert "Attribute judge (synthetic data)" in report and "outputs are not recognisable as garments" in report
     lines = evaluate_attributes.summary_lines(metrics)
     assert any(line.startswith("style translation, true popularity") for line in lines)
+    assert any(line.startswith("content translation (popular label), true popularity") for line in lines)
+    assert any(line.startswith("content translation B→A (A's label, paper 1), true popularity") for line in lines)
+    assert "content B→A, A&#x27;s label (paper 1)" in report
     assert any("pix2pix none (pix2pix-like): outputs are not recognisable as garments (" in line for line in lines)
     assert metrics["settings"]["attributes"]["confidence"] == 0.8
     # The run summary of `pop-tf run` carries the same lines, next to the ranker's uplift.

@@ -3,8 +3,10 @@
 Stand-ins with the exact SPEC §7 signatures replace the trained models:
 - the ranker's `score` is the mean brightness / 255, so uplifts are plain arithmetic;
 - the translator's `translate` returns the reference (so style translation gives the popular
-  reference and content translation gives the input back) and `sample` returns the content
-  shifted by the seed, the same for every sample (so LPIPS diversity is exactly 0).
+  reference and content translation gives the input back), 10 grey levels darker under the
+  unpopular/color label (so content translation with A's label is told from the popular-label one),
+  and `sample` returns the content shifted by the seed, the same for every sample (so LPIPS
+  diversity is exactly 0).
 Test images are flat grey squares. The popular test images come in identical pairs, so the
 even-position references and the odd-position FID set are the same images: style outputs equal
 the FID set, and their FID is ~0. Two tiny pix2pix generators (none, clusters) fill the ablation.
@@ -49,7 +51,9 @@ class _FakeTranslator(tf.Module):
                                   tf.TensorSpec([None], tf.string)])
     def translate(self, content, reference, target_domain):
         reference = tf.ensure_shape(reference, [None, None, None, 3])
-        return {"images": tf.image.resize(reference, (S, S), method="nearest")}
+        images = tf.cast(tf.image.resize(reference, (S, S), method="nearest"), tf.int32)
+        darker = 10 * tf.cast(tf.equal(target_domain, "unpopular/color"), tf.int32)
+        return {"images": tf.cast(images - darker[:, None, None, None], tf.uint8)}
 
     @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8), tf.TensorSpec([None], tf.string),
                                   tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int32)])
@@ -176,7 +180,42 @@ def test_uplift_matches_the_hand_computation(evaluated):
     np.testing.assert_allclose(style["share_above_threshold"], 2 / 3)  # 200/255 and 220/255 > 0.75 > 180/255
     # Content translation of the fake returns A itself: no uplift at all.
     assert content["mean_uplift"] == 0.0 and content["share_improved"] == 0.0
-    assert [row["mode"] for row in uplift["table"]] == ["style", "content"]
+    assert [row["mode"] for row in uplift["table"]] == ["style", "content", "content_a_label"]
+
+
+def test_content_translation_is_also_measured_with_as_label_as_the_paper(evaluated):
+    """Paper 1's B → A row (DMIT's s2w_enc) carries A's label: translate(B, A, "unpopular/color")."""
+    paths, metrics = evaluated
+    translator = metrics["translator"]
+    paper = translator["uplift"]["content_a_label"]
+    # The fake darkens by 10 grey levels only under A's label: A − 10 against A.
+    assert paper["count"] == len(UNPOPULAR) and paper["share_improved"] == 0.0
+    np.testing.assert_allclose(paper["mean_uplift"], -10 / 255, atol=1e-6)
+    assert translator["uplift"]["content"]["mean_uplift"] == 0.0  # the popular-label figure keeps its key
+    assert translator["fid"]["content_a_label"] > 0 and translator["fid"]["content"] > 0
+    assert "unpopular/color" in translator["modes"]["content_a_label"]["protocol"]
+    assert "popular/color" in translator["modes"]["content"]["protocol"]
+    text = open(paths["report"], encoding="utf-8").read()
+    assert "content B→A, A&#x27;s label (paper 1)" in text and "content, popular label" in text
+    tags = set()
+    for event_file in tf.io.gfile.glob(os.path.join(paths["logs"], "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(event_file):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"translator/uplift_content_a_label/mean_uplift", "translator/fid_like/content_a_label"} <= tags
+
+
+def test_run_summaries_name_both_content_protocols(evaluated, capsys):
+    from pop_tf import pipeline
+
+    paths, metrics = evaluated
+    evaluate._print_summary(metrics, paths["report"])
+    line = capsys.readouterr().err.splitlines()[0]
+    assert "content, popular label uplift +0.000" in line
+    assert f"content B→A, A's label (paper 1) uplift {-10 / 255:+.3f}" in line
+    closing = pipeline.summary({"evaluate": {"metrics": paths["metrics"], "report": paths["report"]}})
+    assert "content (popular label) translation unpopular → popular" in closing
+    assert f"content B→A (A's label, paper 1) translation unpopular → popular, pop_tf's ranker: mean score uplift " \
+        f"{-10 / 255:+.3f}" in closing
 
 
 def test_fid_is_against_the_real_target_domain_and_zero_for_identical_sets(evaluated):

@@ -9,8 +9,11 @@ the published evaluations (REFERENCES §3):
 
 - **Popularity uplift**: the ranker's score of a translated image minus that of its unpopular
   input A, for style translation (`translate(A, B, "popular/color")`: A's content, B's style)
-  and content translation (`translate(B, A, "popular/color")`: B's content, A's style), B the
-  popular test images in turn. Both modes are measured against the same input A.
+  and content translation (B's content, A's style), B the popular test images in turn. Content
+  translation is measured under two protocols (`MODES`): with the popular label
+  (`translate(B, A, "popular/color")`, key `content`, pop_tf's product direction) and with A's
+  label as paper 1's "B → A" row and DMIT's `s2w_enc` (`translate(B, A, "unpopular/color")`, key
+  `content_a_label`). All modes are measured against the same input A.
 - **FID** of the outputs against *real test images of the target domain* (popular colour), never
   against the images they were translated from. The popular test images are split by position:
   the even ones are the references B, the odd ones the FID set, so content translation (which
@@ -68,6 +71,15 @@ TARGET_DOMAIN = "popular/color"
 MIN_POPULAR_FOR_SPLIT = 4
 # Inputs shown in the random-style and pix2pix sample grids.
 GRID_INPUTS = 4
+# The translation modes of the uplift and FID, by their key in metrics.json: (title, protocol).
+# `content` keeps its key (downstream users read it); `content_a_label` is paper 1's protocol.
+MODES = {
+    "style": ("style A→B", "translate(A, B, popular/color): A's content, B's style, the popular label"),
+    "content": ("content, popular label", "translate(B, A, popular/color): B's content, A's style, the popular "
+                "label (pop_tf's protocol: the output is meant to be popular)"),
+    "content_a_label": ("content B→A, A's label (paper 1)", "translate(B, A, unpopular/color): B's content, A's "
+                        "style, A's domain label, as paper 1's B → A row and DMIT's s2w_enc"),
+}
 OWNED_PREFIXES = ("translator_", "pix2pix_", "attribute_classifier_")
 OWNED_NAMES = (METRICS, REPORT, CONFIG)
 VARIANT_TITLES = {"none": "none (pix2pix-like)", "ms": "ms (MSGAN)", "clusters": "clusters (Suzuki et al.)"}
@@ -428,13 +440,15 @@ def _evaluate_translator(ctx: _Context) -> dict:
     # Uplift and FID of both translation modes, streamed: A cycles once, B repeats as needed.
     inputs = _limited(_domain_posts(cfg, ctx.stored_size, "unpopular"), cfg.max_images)
     references = _domain_posts(cfg, ctx.stored_size, "popular", ref_parity).repeat()
-    before, after, features = [], {"style": [], "content": []}, {"style": [], "content": []}
-    a_ids, b_ids, readings = [], [], {"style": [], "content": [], "inputs": []}
+    before, after, features = [], {mode: [] for mode in MODES}, {mode: [] for mode in MODES}
+    a_ids, b_ids, readings = [], [], {**{mode: [] for mode in MODES}, "inputs": []}
     for a_posts, b_posts in tf.data.Dataset.zip(inputs, references).batch(cfg.batch_size):
         a, b = a_posts["image"], b_posts["image"]
         target = tf.constant([TARGET_DOMAIN] * int(a.shape[0]))
+        source = tf.constant([SOURCE_DOMAIN] * int(a.shape[0]))
         outputs = {"style": model.translate(content=a, reference=b, target_domain=target)["images"],
-                   "content": model.translate(content=b, reference=a, target_domain=target)["images"]}
+                   "content": model.translate(content=b, reference=a, target_domain=target)["images"],
+                   "content_a_label": model.translate(content=b, reference=a, target_domain=source)["images"]}
         before.append(_score(ctx.ranker, a))
         for mode, images in outputs.items():
             after[mode].append(_score(ctx.ranker, images))
@@ -478,12 +492,12 @@ def _evaluate_translator(ctx: _Context) -> dict:
                       "stderr": float(np.std(distances) / np.sqrt(pairs)) if pairs > 1 else None}
 
     fid = {"metric": ctx.extractor.metric_name, "real_images": int(len(real_features)),
-           "reference_overlap": overlap, "style": _fid(real_features, features["style"]),
-           "content": _fid(real_features, features["content"]),
+           "reference_overlap": overlap, **{mode: _fid(real_features, features[mode]) for mode in MODES},
            "colour_to_colour": tasks["colour → colour"]["fid"], "edge_to_colour": tasks["edge → colour"]["fid"]}
     result = {
         "model": os.path.abspath(cfg.translator), "domains": names, "source_domain": SOURCE_DOMAIN,
         "target_domain": TARGET_DOMAIN, "inputs": int(len(before)),
+        "modes": {mode: {"title": title, "protocol": protocol} for mode, (title, protocol) in MODES.items()},
         "uplift": {**uplifts, "table": table}, "fid": fid,
         "lpips_diversity": {"metric": ctx.distance.metric_name, "colour_to_colour": tasks["colour → colour"],
                             "edge_to_colour": tasks["edge → colour"], "real_pairs": real_lpips},
@@ -495,7 +509,7 @@ def _evaluate_translator(ctx: _Context) -> dict:
             ctx.scalars[f"translator/uplift_{mode}/{key}"] = uplifts[mode][key]
         ctx.histograms[f"translator/score_after_{mode}"] = after[mode]
     ctx.histograms["translator/score_before"] = before
-    for key in ("style", "content", "colour_to_colour", "edge_to_colour"):
+    for key in (*MODES, "colour_to_colour", "edge_to_colour"):
         if fid[key] is not None:
             ctx.scalars[f"translator/{fid['metric']}/{key}"] = fid[key]
     for task, key in (("colour → colour", "colour_to_colour"), ("edge → colour", "edge_to_colour")):
@@ -528,16 +542,16 @@ def _evaluate_translator(ctx: _Context) -> dict:
     report.table(["mode", "images", "mean score before", "mean score after", "mean uplift", "± s.e.",
                   "median uplift", "share improved", f"share above {cfg.uplift_threshold:g}",
                   f"{ctx.fid_label} vs real popular"],
-                 [[row["mode"], row["count"], row["mean_before"], row["mean_after"], row["mean_uplift"],
+                 [[MODES[row["mode"]][0], row["count"], row["mean_before"], row["mean_after"], row["mean_uplift"],
                    row["stderr"], row["median_uplift"], row["share_improved"],
                    uplifts[row["mode"]]["share_above_threshold"], fid[row["mode"]]] for row in table],
                  caption="Popularity uplift: style vs content translation")
-    hist = histogram_png({"inputs (unpopular)": before, "style translation": after["style"],
-                          "content translation": after["content"]},
+    hist = histogram_png({"inputs (unpopular)": before,
+                          **{MODES[mode][0]: after[mode] for mode in MODES}},
                          "Ranker scores before and after translation", "ranker score")
     ctx.figure("translator_scores.png", hist)
     report.image(hist, "score histograms",
-                 "Ranker score histograms of the inputs and of both translations (vertical lines: means).")
+                 "Ranker score histograms of the inputs and of the three translations (vertical lines: means).")
     report.table(["task", f"{ctx.lpips_label} diversity ↑", "± s.e.", "pairs", f"{ctx.fid_label} ↓"],
                  [[row["task"], row["lpips"], row["lpips_stderr"], tasks[row["task"]]["num_pairs"], row["fid"]]
                   for row in result["table2"]]
@@ -567,9 +581,9 @@ def _evaluate_translator(ctx: _Context) -> dict:
         result["grid_pairs"] = count
     report.bullets([
         "Popularity uplift: ranker score of each translated image minus the score of its unpopular input A (the "
-        "same A for both modes); style = translate(A, B, popular/color), content = translate(B, A, popular/color), "
-        "B the popular test references in turn; s.e. = sample std (ddof 1) / √n; the share above counts "
-        "translated scores.",
+        "same A for every mode), B the popular test references in turn; s.e. = sample std (ddof 1) / √n; the "
+        "share above counts translated scores. Modes: "
+        + "; ".join(f"{title} (key {mode}) = {protocol}" for mode, (title, protocol) in MODES.items()) + ".",
         f"{ctx.fid_label}: InceptionV3 2048-d average-pool features at 299×299 (weights: "
         f"{ctx.extractor.weights}), Fréchet distance in float64 between the outputs and real popular colour test "
         "images" + (" (the references double as the FID set)." if overlap else
@@ -773,8 +787,9 @@ def _print_summary(metrics: dict, report_path: str) -> None:
     parts = []
     translator = metrics.get("translator")
     if translator:
-        for mode in ("style", "content"):
-            parts.append(f"{mode} uplift {translator['uplift'][mode]['mean_uplift']:+.3f}")
+        for mode in MODES:
+            if mode in translator["uplift"]:
+                parts.append(f"{MODES[mode][0]} uplift {translator['uplift'][mode]['mean_uplift']:+.3f}")
         style_fid = translator["fid"]["style"]
         if style_fid is not None:
             parts.append(f"style {translator['fid']['metric']} {style_fid:.4g}")

@@ -11,11 +11,13 @@ training split's colour images at the judged generator's output size (or
 
 - **DMIT translator** (`translator_figures`): style A→B keeps A's shape and sleeve and takes B's
   colour and pattern; content translation (B's content, A's style) takes B's shape and keeps A's
-  colour and pattern; the *true* popularity uplift, synth's popularity function on the
-  attributes the classifier reads, beside a perfect transfer's (A's true shape and sleeve with
-  B's true colour and pattern for style, the converse for content), so the style figure reads as
-  a share of what is achievable (not every popular B has a better colour than A; the uplift starts
-  from the classifier's reading of A, the perfect one from A's true attributes); random styles
+  colour and pattern, judged under both of evaluate's protocols (the popular label, `content`,
+  and A's label as paper 1's B → A, `content_a_label`); the *true* popularity uplift, synth's
+  popularity function on the attributes the classifier reads, beside a perfect transfer's (A's
+  true shape and sleeve with B's true colour and pattern for style, the converse for content),
+  so the style figure reads as a share of what is achievable (not every popular B has a better
+  colour than A; the uplift starts from the classifier's reading of A, the perfect one from A's
+  true attributes); random styles
   (`sample`): the share confidently coloured and the distinct confident colours among
   `attribute_samples` samples of one input; fid/kid/precision/recall_synth against the real
   popular test images of the FID set, and diversity_synth.
@@ -45,6 +47,8 @@ FEATURE_DIM = 128
 AUTO_PASSES, AUTO_MIN_STEPS, AUTO_MAX_STEPS = 15, 400, 900
 # Below this mean true uplift of the perfect transfer, `share_of_perfect` is not given.
 MIN_PERFECT_UPLIFT = 0.05
+# The translation modes judged, in table order (keys of evaluate.MODES); the content ones expect B's shape.
+TRANSLATION_MODES = ("style", "content", "content_a_label")
 
 
 def load_truth(path: str):
@@ -195,9 +199,10 @@ def translator_figures(judge: Judge, size: int, a_ids, b_ids, outputs: dict, ran
 
     Args:
         a_ids, b_ids: post ids of the unpopular inputs A and their popular references B, in order.
-        outputs: {"style": Readings, "content": Readings} of translate(A, B) and translate(B, A), and
-            {"inputs": Readings} of the A images themselves (the true uplift's starting point).
-        ranker_uplift: {"style": popularity_uplift dict, "content": ...}: the ranker's figures, kept beside.
+        outputs: {"style": Readings, "content": Readings} of translate(A, B) and translate(B, A), optionally
+            "content_a_label" (translate(B, A) under A's label), and {"inputs": Readings} of the A images
+            themselves (the true uplift's starting point).
+        ranker_uplift: {mode: popularity_uplift dict}: the ranker's figures of each mode, kept beside.
         samples: {task: (Readings of N×M samples, N, M, input post ids)}.
         fid_set: features of the real popular test images of the FID set; other_real: of other real
             popular test images (the references), for the real-vs-real reference; may be empty.
@@ -214,7 +219,8 @@ def translator_figures(judge: Judge, size: int, a_ids, b_ids, outputs: dict, ran
     read_inputs = outputs["inputs"].attributes()
     before = attr.popularities([read_inputs[i] for i in known])
     result = {"image_size": int(size), "confidence": threshold, "pairs": len(known)}
-    for mode in ("style", "content"):
+    modes = [mode for mode in TRANSLATION_MODES if mode in outputs]
+    for mode in modes:
         readings = outputs[mode]
         readings = attr.Readings({h: p[known] for h, p in readings.probs.items()}, readings.features[known])
         read = readings.attributes()
@@ -260,7 +266,7 @@ def translator_figures(judge: Judge, size: int, a_ids, b_ids, outputs: dict, ran
                                                         cfg.seed)
     held_out = judge.classifiers[f"{size}px"]["held_out"]
     result["real_reference"] = real_reference(held_out, fid_set, other_real, cfg.seed)
-    parts = [("style", result["style"]["verdict"]), ("content", result["content"]["verdict"])]
+    parts = [(mode, result[mode]["verdict"]) for mode in modes]
     parts += [(f"random styles {task}", r["verdict"]) for task, r in result["random_styles"].items()]
     result["verdict"] = _combined(parts)
     return result
@@ -352,9 +358,11 @@ def report_translator(report, result: dict, fid_label_real: str) -> None:
     threshold = result["confidence"]
     if not result["verdict"]["recognisable"]:
         report.paragraph(not_recognisable_sentence("DMIT translator", result["verdict"]), css_class="warning")
-    style, content = result["style"], result["content"]
+    from pop_tf.stages.evaluate import MODES
+
+    judged = [(MODES[mode][0], result[mode]) for mode in TRANSLATION_MODES if mode in result]
     rows = []
-    for mode, figures in (("style A→B", style), ("content A→B", content)):
+    for mode, figures in judged:
         shape = figures.get("keeps_shape", figures.get("takes_shape"))
         colour = figures.get("takes_colour", figures.get("keeps_colour"))
         pattern = figures.get("takes_pattern", figures.get("keeps_pattern"))
@@ -368,8 +376,7 @@ def report_translator(report, result: dict, fid_label_real: str) -> None:
                  caption=f"Attribute checks of {result['pairs']} unpopular → popular translations")
     feature_rows = [[name, f["fid_synth"], f["kid_synth"], f["precision_synth"], f["recall_synth"],
                      f["confident_colour_share"], f.get("distinct_confident_colours"), f.get("diversity_synth")]
-                    for name, f in [("style A→B", style), ("content A→B", content)]
-                    + [(f"random styles {t}", r) for t, r in result["random_styles"].items()]]
+                    for name, f in judged + [(f"random styles {t}", r) for t, r in result["random_styles"].items()]]
     ref = result["real_reference"]
     feature_rows.append(["real popular garments (reference)", ref.get("fid_synth"), ref.get("kid_synth"),
                          ref.get("precision_synth"), ref.get("recall_synth"), ref["confident_colour_share"], None,
@@ -379,9 +386,10 @@ def report_translator(report, result: dict, fid_label_real: str) -> None:
                   "confident colour", f"distinct colours / {per or 'M'} samples", "diversity_synth"], feature_rows,
                  caption="Quality and diversity in the attribute classifier's feature space")
     report.bullets([
-        "Style A→B = translate(A, B): expected A's shape and sleeve with B's colour and pattern. Content A→B = "
-        "translate(B, A): expected B's shape and sleeve with A's colour and pattern. Shares count the classifier's "
-        "most probable reading.",
+        "Style A→B = translate(A, B, popular/color): expected A's shape and sleeve with B's colour and pattern. "
+        "Content = translate(B, A): expected B's shape and sleeve with A's colour and pattern, under the popular "
+        "label (content, popular label) and under A's label unpopular/color (content B→A, A's label: paper 1's "
+        "row, as DMIT's s2w_enc). Shares count the classifier's most probable reading.",
         "True uplift: synth's hidden popularity function (pop_tf.synth.intrinsic_popularity) applied to the "
         "attributes the classifier reads from the output, minus its value for the attributes it reads from A "
         "(so a translator that changes nothing scores 0); both at the mid scale (the classifier does not read "
@@ -437,7 +445,7 @@ def summary_lines(metrics: dict) -> list:
                      f"(main colour {h['color']:.2f}), pattern {h['pattern']:.2f}, sleeve {h['sleeve']:.2f}")
     a = (metrics.get("translator") or {}).get("attributes")
     if a:
-        s, c = a["style"], a["content"]
+        s = a["style"]
         if "true_uplift" in s:
             perfect = s["perfect_uplift"]["mean_uplift"]
             share_of = (f" = {s['share_of_perfect']:.0%} of a perfect style transfer's {perfect:+.3f}"
@@ -447,9 +455,13 @@ def summary_lines(metrics: dict) -> list:
                          f"{share_of}, {s['true_uplift']['share_improved']:.0%} improved, mean gap to the perfect "
                          f"transfer {s['gap_to_perfect']:.3f}; keeps A's shape {_pct(s['keeps_shape'])}, takes B's "
                          f"colour {_pct(s['takes_colour'])}")
-            lines.append(f"content translation, true popularity: mean uplift {c['true_uplift']['mean_uplift']:+.3f}, "
-                         f"{c['true_uplift']['share_improved']:.0%} improved; takes B's shape "
-                         f"{_pct(c['takes_shape'])}, keeps A's colour {_pct(c['keeps_colour'])}")
+            for mode, who in (("content", "content translation (popular label)"),
+                              ("content_a_label", "content translation B→A (A's label, paper 1)")):
+                c = a.get(mode)
+                if c and "true_uplift" in c:
+                    lines.append(f"{who}, true popularity: mean uplift {c['true_uplift']['mean_uplift']:+.3f}, "
+                                 f"{c['true_uplift']['share_improved']:.0%} improved; takes B's shape "
+                                 f"{_pct(c['takes_shape'])}, keeps A's colour {_pct(c['keeps_colour'])}")
         for task, r in a["random_styles"].items():
             lines.append(f"random styles {task}: {_pct(r['confident_colour_share'])} confidently coloured, "
                          f"{r['distinct_confident_colours']:.1f} distinct colours per {r['samples_per_input']} "
