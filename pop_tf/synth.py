@@ -56,6 +56,8 @@ from PIL import Image, ImageDraw
 
 from pop_tf.beam import reasons
 from pop_tf.config import ConfigError, SynthConfig, to_dict, validate_value, write_resolved
+from pop_tf.truth import FILE_NAME as TRUTH_FILE
+from pop_tf.truth import read_truth  # noqa: F401  (re-exported: pop_tf.stages.evaluate reads it here)
 
 log = logging.getLogger(__name__)
 
@@ -511,11 +513,6 @@ def _pattern_mix(garment: Garment, u: np.ndarray, v: np.ndarray) -> Optional[np.
     return 0.5 * (((s % 1.0) < 0.5).astype(np.float32) + ((t % 1.0) < 0.5))
 
 
-def render_garment(garment: Garment, image_size: int) -> Image.Image:
-    """Draws one garment on a white background: an RGB image of image_size x image_size."""
-    return _render(garment, _outline(garment), image_size)
-
-
 def _render(garment: Garment, outline: _Outline, image_size: int) -> Image.Image:
     factor = _render_factor(image_size)
     canvas = image_size * factor
@@ -571,11 +568,18 @@ def _render(garment: Garment, outline: _Outline, image_size: int) -> Image.Image
 HASH_FILTERS = (Image.Resampling.LANCZOS, Image.Resampling.BILINEAR, Image.Resampling.BOX)
 
 
-def perceptual_hash(image: Image.Image, resample=Image.Resampling.LANCZOS) -> int:
-    """64-bit DCT perceptual hash: grey 32x32, top-left 8x8 DCT coefficients above their median.
+def guard_hash_unnormalised_dct(image: Image.Image, resample=Image.Resampling.LANCZOS) -> int:
+    """The near-duplicate guard's 64-bit DCT hash: grey 32x32, top-left 8x8 of the unnormalised DCT
+    above their median.
 
     The median is taken over the 63 AC coefficients so that the DC term (overall brightness)
     does not shift it.
+
+    Not the hash ingest stores and compares (`pop_tf.beam.images.perceptual_hash`): that one takes
+    BT.601 grey in floating point, always shrinks with LANCZOS and thresholds the orthonormal DCT
+    rounded to 1e-6, so the two hashes of one image differ in some bits. The guard keeps this
+    one, under every filter of HASH_FILTERS, because the images a seed draws depend on it bit for
+    bit; its margin (`MIN_HASH_DISTANCE`, see there) keeps ingest's hashes apart too.
     """
     grey = np.asarray(image.convert("L").resize((32, 32), resample), np.float64)
     low = scipy.fft.dctn(grey, type=2)[:8, :8].ravel()
@@ -593,7 +597,7 @@ class _HashIndex:
     @staticmethod
     def hashes(image: Image.Image) -> np.ndarray:
         grey = image.convert("L")
-        return np.array([perceptual_hash(grey, f) for f in HASH_FILTERS], dtype=np.uint64)
+        return np.array([guard_hash_unnormalised_dct(grey, f) for f in HASH_FILTERS], dtype=np.uint64)
 
     def min_distance(self, hashes: np.ndarray) -> int:
         """Smallest Hamming distance to any kept image, under any of the hash filters."""
@@ -811,7 +815,7 @@ def _jsonl(rows: Sequence[dict]) -> bytes:
 
 
 _OWN_IMAGE = re.compile(r"^p\d+\.(png|jpg)$")
-_OWN_FILES = ("metadata.jsonl", "truth.jsonl", "broken.jsonl", "config.json")
+_OWN_FILES = ("metadata.jsonl", TRUTH_FILE, "broken.jsonl", "config.json")
 
 
 def foreign_entries(output: str) -> list:
@@ -869,7 +873,7 @@ def run(config: SynthConfig) -> dict:
     paths = {
         "dataset": out,
         "metadata": os.path.join(out, "metadata.jsonl"),
-        "truth": os.path.join(out, "truth.jsonl"),
+        "truth": os.path.join(out, TRUTH_FILE),
         "broken": os.path.join(out, "broken.jsonl"),
         "images": os.path.join(out, "images"),
     }
@@ -938,14 +942,3 @@ def run(config: SynthConfig) -> dict:
              "closest pair %d hash bits apart)", n, len(broken), config.num_users, out,
              time.perf_counter() - started, tries / n, closest)
     return paths
-
-
-def read_truth(path: str) -> dict:
-    """{post_id: intrinsic popularity} from a `truth.jsonl` this module wrote (blank lines skipped)."""
-    truth = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                truth[str(row["post_id"])] = float(row["intrinsic"])
-    return truth

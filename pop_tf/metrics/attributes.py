@@ -44,6 +44,7 @@ import os
 import numpy as np
 
 from pop_tf import synth
+from pop_tf.truth import read_truth_rows  # noqa: F401  (re-exported: evaluate_attributes reads it here)
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +63,6 @@ ATTRIBUTES = ("shape", "sleeve", "color", "pattern")
 def has_attributes(row: dict) -> bool:
     """Whether a truth.jsonl row carries the attributes (pop_tf's synth writes them; other truths may not)."""
     return all(key in row for key in ATTRIBUTES)
-
-
-def read_truth_rows(path: str) -> dict:
-    """{post_id: row} of a truth.jsonl (blank lines skipped)."""
-    rows = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                rows[str(row["post_id"])] = row
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,20 +35,19 @@ import time
 import numpy as np
 
 from pop_tf import config as config_lib
-from pop_tf import records
+from pop_tf import layout, records
 from pop_tf.errors import PopTfError
+from pop_tf.layout import CONFIG, SPLITS
 from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging, stage_run
 
 STAGE = "cluster"
-SPLITS = ("train", "test")  # ingest's splits, in the order features are written
 FEATURES = "features.npz"
 ASSIGNMENTS = "assignments.csv"
 CLUSTERS_NPZ = "clusters.npz"
 CLUSTERS_JSON = "clusters.json"
 CONTACT_SHEET = "contact_sheet.png"
 SAVED_MODEL = "saved_model"
-CONFIG = "config.json"
 # The feature extractor's exact weights: the translator's L_d/L_m must measure G's images with the
 # network that made the cluster statistics (with weights=none it is a seeded random network).
 EXTRACTOR_WEIGHTS = "feature_extractor.weights.h5"
@@ -63,18 +62,6 @@ PROGRESS_EVERY = 10  # batches between progress lines
 
 class ClusterStageError(PopTfError):
     """The cluster stage cannot run on its input or options."""
-
-
-def find_input_shards(folder: str) -> dict:
-    """{split: sorted shard paths} of an ingest output folder; no train shard is an error."""
-    import tensorflow as tf
-
-    shards = {split: sorted(tf.io.gfile.glob(os.path.join(folder, f"{split}-*.tfrecord.gz"))) for split in SPLITS}
-    if not shards["train"]:
-        raise ClusterStageError(
-            f"no training records (train-*.tfrecord.gz) in '{folder}'; run `pop-tf ingest --output {folder}` "
-            "first or point cluster.input at an ingest output folder")
-    return shards
 
 
 def _image_size(shards: dict) -> int:
@@ -234,7 +221,13 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
     check_stage(STAGE, cfg)
     cfg = dataclasses.replace(cfg, mixed_precision=precision.resolve(cfg.mixed_precision))
     output = os.path.abspath(cfg.output)
-    shards = find_input_shards(cfg.input)
+    import tensorflow as tf
+
+    shards = layout.find_shards(cfg.input, tf.io.gfile.glob)
+    if not shards["train"]:
+        raise ClusterStageError(
+            f"no training records (train-*.tfrecord.gz) in '{cfg.input}'; run `pop-tf ingest --output {cfg.input}` "
+            "first or point cluster.input at an ingest output folder")
     image_size = _image_size(shards)
     started = time.monotonic()
     print(f"cluster: {sum(map(len, shards.values()))} ingest shards in {cfg.input} → {output} "
@@ -242,7 +235,6 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
           f"seed {cfg.seed})", file=sys.stderr, flush=True)
 
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(cfg.seed)  # weights=none: the same random extractor for a seed
     with precision.policy(cfg.mixed_precision):

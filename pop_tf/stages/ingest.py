@@ -26,11 +26,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pop_tf import config as config_lib
-from pop_tf import records
+from pop_tf import layout, records
 from pop_tf.beam import images, metadata, reasons
 from pop_tf.beam.options import pipeline_options
 from pop_tf.beam.reasons import Rejected
 from pop_tf.errors import PopTfError
+from pop_tf.layout import CONFIG, SPLITS, STATS
 from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging, stage_run
 
@@ -38,9 +39,6 @@ log = logging.getLogger("pop_tf.ingest")
 STAGE = "ingest"
 NAMESPACE = "pop_tf.ingest"
 REJECTS = "rejects.jsonl"
-STATS = "stats.json"
-CONFIG = "config.json"
-SPLITS = ("train", "test")
 
 
 class IngestError(PopTfError):
@@ -54,11 +52,6 @@ def find_metadata(dataset: str) -> str:
             return path
     raise IngestError(
         f"no {' or '.join(metadata.METADATA_NAMES)} in dataset folder '{dataset}' (SPEC §3 input contract)")
-
-
-def read_file(path: str) -> bytes:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return f.read()
 
 
 def _local_path(path: str):
@@ -319,7 +312,7 @@ def build_pipeline(p, *, metadata_path: str, root: str, staging: str, cfg: confi
          | f"Tag{split}" >> beam.Map(lambda post, s=split: {**post, "split": s})
          | f"Encode{split}" >> beam.Map(records.encode_post)
          | f"Write{split}" >> beam.io.WriteToTFRecord(
-             os.path.join(staging, split), file_name_suffix=".tfrecord.gz",
+             os.path.join(staging, split), file_name_suffix=layout.SHARD_SUFFIX,
              compression_type=CompressionTypes.GZIP, num_shards=cfg.num_shards))
     (rejected
      | "AllRejects" >> beam.Flatten()
@@ -335,7 +328,7 @@ def _count_outputs(staging: str) -> dict:
     per_split_content_type = collections.defaultdict(collections.Counter)
     post_ids = set()
     for split in SPLITS:
-        for serialized in records.iter_serialized(os.path.join(staging, f"{split}-*.tfrecord.gz")):
+        for serialized in records.iter_serialized(layout.shard_pattern(staging, split)):
             post = records.decode_post(serialized)
             per_split[split] += 1
             content_type = post["content_type"] or "(none)"

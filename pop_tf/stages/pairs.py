@@ -35,19 +35,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pop_tf import config as config_lib
-from pop_tf import records
-from pop_tf.beam import pairing
+from pop_tf import layout, records
+from pop_tf.beam import files, pairing
 from pop_tf.beam.options import pipeline_options
 from pop_tf.errors import PopTfError
+from pop_tf.layout import CONFIG, PAIR_PREFIXES, SPLITS, STATS
 from pop_tf.paths import check_stage
-from pop_tf.stages import ingest
 from pop_tf.stages.staging import install, make_staging, stage_run
 
 STAGE = "pairs"
 NAMESPACE = "pop_tf.pairs"
-STATS = "stats.json"
-SPLITS = ingest.SPLITS
-OUTPUT_PREFIXES = {split: f"{split}_pairs" for split in SPLITS}
 # Counts the pipeline reports about itself, written next to the staged outputs and read back
 # by the driver: Beam metrics are not reported by every runner, files are.
 SUMMARY = "_summary"
@@ -59,19 +56,6 @@ MARGIN_BINS = 20
 
 class PairsError(PopTfError):
     """The job could not run, or its outputs failed the accounting check."""
-
-
-def find_input_shards(folder: str) -> dict:
-    """{split: sorted shard paths} of an ingest output folder; none at all is a PairsError."""
-    shards = {}
-    for split in SPLITS:
-        pattern = FileSystems.join(folder, f"{split}-*.tfrecord.gz")
-        shards[split] = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    if not any(shards.values()):
-        raise PairsError(
-            f"no ingest output (train-*.tfrecord.gz or test-*.tfrecord.gz) in '{folder}'; "
-            f"run `pop-tf ingest --output {folder}` first or point --input at an ingest output folder")
-    return shards
 
 
 def read_shard(split_and_path):
@@ -150,7 +134,7 @@ def build_pipeline(p, *, shards: dict, staging: str, cfg: config_lib.PairsConfig
         (part
          | f"Drop{split}Key" >> beam.Map(lambda item: item[1])
          | f"Write{split}" >> beam.io.WriteToTFRecord(
-             os.path.join(staging, OUTPUT_PREFIXES[split]), file_name_suffix=".tfrecord.gz",
+             os.path.join(staging, PAIR_PREFIXES[split]), file_name_suffix=layout.SHARD_SUFFIX,
              compression_type=CompressionTypes.GZIP, num_shards=cfg.num_shards))
     ((keyed.summary, paired.summary)
      | "AllSummaries" >> beam.Flatten()
@@ -188,7 +172,7 @@ def _count_outputs(staging: str) -> dict:
     for split in SPLITS:
         per_user, per_image, bins = collections.Counter(), collections.Counter(), collections.Counter()
         sizes = set()
-        pattern = os.path.join(staging, f"{OUTPUT_PREFIXES[split]}-*.tfrecord.gz")
+        pattern = layout.pair_shard_pattern(staging, split)
         for serialized in records.iter_serialized(pattern):
             pair = records.decode_pair(serialized)
             per_user[pair["user_id"]] += 1
@@ -232,11 +216,11 @@ def _check(counted: dict, summary: dict, ingest_stats: dict, cfg, staging: str) 
 
 def _read_ingest_stats(folder: str) -> dict:
     """Ingest's stats.json, or {} when the folder has none (a hand-made or older ingest output)."""
-    path = FileSystems.join(folder, ingest.STATS)
+    path = FileSystems.join(folder, STATS)
     if not FileSystems.exists(path):
         return {}
     try:
-        return json.loads(ingest.read_file(path))
+        return json.loads(files.read_file(path))
     except ValueError:
         raise PairsError(f"ingest stats file '{path}' is not valid JSON") from None
 
@@ -251,7 +235,11 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
     options = pipeline_options(beam_args, cfg.runner)  # option typos fail before anything is written
     check_stage(STAGE, cfg)
     output = os.path.abspath(cfg.output)
-    shards = find_input_shards(cfg.input)
+    shards = layout.find_shards(cfg.input, files.glob)
+    if not any(shards.values()):
+        raise PairsError(
+            f"no ingest output (train-*.tfrecord.gz or test-*.tfrecord.gz) in '{cfg.input}'; "
+            f"run `pop-tf ingest --output {cfg.input}` first or point --input at an ingest output folder")
     ingest_stats = _read_ingest_stats(cfg.input)
     staging = make_staging(output)
 
@@ -293,16 +281,16 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
         json.dump(stats, f, indent=2, sort_keys=True)
         f.write("\n")
     config_lib.write_resolved(cfg, staging)
-    install(staging, output, owned_prefixes=tuple(f"{prefix}-" for prefix in OUTPUT_PREFIXES.values()),
-            owned_names=(STATS, "config.json"), owner=STAGE)
+    install(staging, output, owned_prefixes=tuple(f"{prefix}-" for prefix in PAIR_PREFIXES.values()),
+            owned_names=(STATS, CONFIG), owner=STAGE)
     print(f"pairs: done in {stats['seconds']:.1f}s: {stats['pairs']['train']} train pairs from "
           f"{stats['posts']['train']} posts, {stats['pairs']['test']} test pairs from {stats['posts']['test']} "
           f"posts ({sum(stats['posts_without_user'].values())} posts without user)", file=sys.stderr, flush=True)
-    prefixes = {split: f"{OUTPUT_PREFIXES[split]}-" for split in SPLITS}
+    prefixes = {split: f"{PAIR_PREFIXES[split]}-" for split in SPLITS}
     return {
         "output": output,
         **{split: sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith(prefixes[split]))
            for split in SPLITS},
         "stats": os.path.join(output, STATS),
-        "config": os.path.join(output, "config.json"),
+        "config": os.path.join(output, CONFIG),
     }

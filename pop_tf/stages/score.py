@@ -27,16 +27,14 @@ import sys
 import time
 
 from pop_tf import config as config_lib
-from pop_tf import records
+from pop_tf import layout, records
 from pop_tf.errors import PopTfError
+from pop_tf.layout import CONFIG, SPLITS, STATS
 from pop_tf.paths import check_stage
-from pop_tf.stages import ingest
 from pop_tf.stages.staging import install, make_staging, stage_run
 
 STAGE = "score"
-SPLITS = ingest.SPLITS
 SCORES = "scores.csv"
-STATS = "stats.json"
 
 
 class ScoreError(PopTfError):
@@ -75,7 +73,7 @@ def _score_all(model, input_dir: str, stored_size: int, batch_size: int) -> dict
 
     scores = {split: {} for split in SPLITS}
     for split in SPLITS:
-        pattern = os.path.join(input_dir, f"{split}-*.tfrecord.gz")
+        pattern = layout.shard_pattern(input_dir, split)
         if not tf.io.gfile.glob(pattern):
             continue
         for batch in data.post_dataset(pattern, stored_size, batch_size):
@@ -100,10 +98,10 @@ def run(cfg: config_lib.ScoreConfig) -> dict:
                                      "SavedModel) and 'score.output'")
     check_stage(STAGE, cfg)
     try:
-        with open(os.path.join(cfg.input, ingest.STATS)) as f:
+        with open(os.path.join(cfg.input, STATS)) as f:
             ingest_stats = json.load(f)
     except OSError:
-        raise ScoreError(f"{cfg.input} is not an ingest output folder (no {ingest.STATS}); run `pop-tf ingest` "
+        raise ScoreError(f"{cfg.input} is not an ingest output folder (no {STATS}); run `pop-tf ingest` "
                          "first") from None
     from pop_tf import serving
 
@@ -155,8 +153,8 @@ def run(cfg: config_lib.ScoreConfig) -> dict:
         json.dump(stats, f, indent=2, sort_keys=True)
     config_lib.write_resolved(cfg, staging)
     install(staging, cfg.output, owned_prefixes=tuple(f"{s}-" for s in SPLITS),
-            owned_names=(SCORES, STATS, "config.json"), owner=STAGE)
+            owned_names=(SCORES, STATS, CONFIG), owner=STAGE)
     print(f"score: {sum(sum(c.values()) for c in counts.values())} images; train: {counts['train']}; "
           f"thresholds {low:.3f} / {high:.3f}", file=sys.stderr)
     return {"records": os.path.join(cfg.output, "*-*.tfrecord.gz"), "scores": os.path.join(cfg.output, SCORES),
-            "stats": os.path.join(cfg.output, STATS), "config": os.path.join(cfg.output, "config.json")}
+            "stats": os.path.join(cfg.output, STATS), "config": os.path.join(cfg.output, CONFIG)}

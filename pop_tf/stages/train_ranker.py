@@ -37,7 +37,7 @@ import sys
 import time
 
 from pop_tf import config as config_lib
-from pop_tf import precision
+from pop_tf import layout, precision
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_stage
 
@@ -102,11 +102,12 @@ def _truth_metrics(ranker, images_dir: str, stored_size: int, truth_path: str, b
     import tensorflow as tf
     from scipy import stats
 
-    from pop_tf import data, synth
+    from pop_tf import data
+    from pop_tf.truth import read_truth
 
-    truth = synth.read_truth(truth_path)
+    truth = read_truth(truth_path)
     scores, intrinsic = [], []
-    dataset = data.post_dataset(os.path.join(images_dir, "test-*.tfrecord.gz"), stored_size, batch_size,
+    dataset = data.post_dataset(layout.shard_pattern(images_dir, "test"), stored_size, batch_size,
                                 image_size=ranker.image_size)
     for batch in dataset:
         batch_scores = ranker(tf.cast(batch["image"], tf.float32) / 255.0).numpy()
@@ -127,7 +128,7 @@ def _preview_images(images_dir, stored_size, image_size, count):
 
     if count == 0:
         return None
-    batch = next(iter(data.post_dataset(os.path.join(images_dir, "test-*.tfrecord.gz"), stored_size, count,
+    batch = next(iter(data.post_dataset(layout.shard_pattern(images_dir, "test"), stored_size, count,
                                         image_size=image_size)))
     return batch["image"].numpy()
 
@@ -138,7 +139,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
         raise config_lib.ConfigError("train_ranker needs 'train_ranker.input' (a pairs folder) and "
                                      "'train_ranker.output'")
     check_stage(STAGE, cfg)
-    stats_path = os.path.join(cfg.input, "stats.json")
+    stats_path = os.path.join(cfg.input, layout.STATS)
     if not os.path.isfile(stats_path):
         raise RankerInputError(f"{cfg.input} is not a pairs output folder (no stats.json); run `pop-tf pairs` first")
     pair_stats = _read_json(stats_path)
@@ -185,15 +186,15 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     if restored:
         print(f"train_ranker: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
 
-    train = data.pair_dataset(os.path.join(cfg.input, "train_pairs-*.tfrecord.gz"), stored_size, cfg.image_size,
+    train = data.pair_dataset(layout.pair_shard_pattern(cfg.input, "train"), stored_size, cfg.image_size,
                               cfg.batch_size, training=True, seed=cfg.seed + start_step, flip=cfg.flip,
                               max_shift=cfg.max_shift, shuffle_buffer=cfg.shuffle_buffer)
-    test_pattern = os.path.join(cfg.input, "test_pairs-*.tfrecord.gz")
+    test_pattern = layout.pair_shard_pattern(cfg.input, "test")
     has_test = int(pair_stats["pairs"].get("test", 0)) > 0
     test = data.pair_dataset(test_pattern, stored_size, cfg.image_size, cfg.batch_size, training=False) \
         if has_test else None
     preview = _preview_images(images_dir, stored_size, cfg.image_size, cfg.num_logged_images) \
-        if images_dir and tf.io.gfile.glob(os.path.join(images_dir, "test-*.tfrecord.gz")) else None
+        if images_dir and tf.io.gfile.glob(layout.shard_pattern(images_dir, "test")) else None
     control = training.TrainingCallbacks(manager, lambda: trainer.backbone_optimizer.iterations,
                                          cfg.checkpoint_every, total_steps)
     selection = None
