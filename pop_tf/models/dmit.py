@@ -88,7 +88,10 @@ from pop_tf.layers import (
 )
 from pop_tf.layers.blocks import CONDITIONAL_NORMS
 from pop_tf.layers.spectral import spectral_mode
-from pop_tf.models.pix2pix import _as_matrix, _positive_int, _tf_variables, _Untracked
+from pop_tf.models._checks import as_matrix as _as_matrix
+from pop_tf.models._checks import positive_int as _positive_int
+from pop_tf.models._tracking import Untracked as _Untracked
+from pop_tf.models._tracking import tf_variables as _tf_variables
 
 PACKAGE = "pop_tf"
 DIVERSITY_MODES = ("none", "dmit", "ms", "clusters")

@@ -50,17 +50,13 @@ from pop_tf.layers import (
     upsample,
 )
 from pop_tf.layers.spectral import spectral_mode
+from pop_tf.models._checks import as_matrix, positive_int
+from pop_tf.models._tracking import Untracked, tf_variables
 
 PACKAGE = "pop_tf"
 DIVERSITY_MODES = ("none", "ms", "clusters")
 # BicycleGAN caps the channel multiplier of both networks at 8 (ngf*8, ndf*8).
 MAX_FILTER_MULTIPLIER = 8
-
-
-def _positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}.")
-    return int(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,14 +103,14 @@ class UNetGenerator(keras.Model):
     def __init__(self, image_size, base_filters=64, num_clusters=10, noise_dim=8,
                  input_channels=3, output_channels=3, depth=None, dropout_rate=0.0,
                  spectral_normalization=True, up_type="transpose", **kwargs):
-        image_size = _positive_int(image_size, "image_size", 4)
+        image_size = positive_int(image_size, "image_size", 4)
         if up_type not in UP_TYPES:
             raise ValueError(f"up_type must be one of {UP_TYPES}, got {up_type!r}.")
-        base_filters = _positive_int(base_filters, "base_filters")
-        num_clusters = _positive_int(num_clusters, "num_clusters")
-        noise_dim = _positive_int(noise_dim, "noise_dim")
-        input_channels = _positive_int(input_channels, "input_channels")
-        output_channels = _positive_int(output_channels, "output_channels")
+        base_filters = positive_int(base_filters, "base_filters")
+        num_clusters = positive_int(num_clusters, "num_clusters")
+        noise_dim = positive_int(noise_dim, "noise_dim")
+        input_channels = positive_int(input_channels, "input_channels")
+        output_channels = positive_int(output_channels, "output_channels")
         if depth is None:
             levels = math.log2(image_size)
             if levels != int(levels):
@@ -122,7 +118,7 @@ class UNetGenerator(keras.Model):
                     f"image_size must be a power of two when depth is not given, got "
                     f"{image_size}.")
             depth = int(levels)
-        depth = _positive_int(depth, "depth", 2)
+        depth = positive_int(depth, "depth", 2)
         if image_size % (2 ** depth):
             raise ValueError(
                 f"depth={depth} needs image_size divisible by {2 ** depth}, got {image_size}.")
@@ -234,12 +230,12 @@ class MultiScaleDiscriminator(keras.Model):
     def __init__(self, num_scales=2, base_filters=64, num_layers=3, num_clusters=10,
                  input_channels=3, output_channels=3, normalization="instance",
                  spectral_normalization=True, **kwargs):
-        num_scales = _positive_int(num_scales, "num_scales")
-        base_filters = _positive_int(base_filters, "base_filters")
-        num_layers = _positive_int(num_layers, "num_layers")
-        num_clusters = _positive_int(num_clusters, "num_clusters")
-        input_channels = _positive_int(input_channels, "input_channels")
-        output_channels = _positive_int(output_channels, "output_channels")
+        num_scales = positive_int(num_scales, "num_scales")
+        base_filters = positive_int(base_filters, "base_filters")
+        num_layers = positive_int(num_layers, "num_layers")
+        num_clusters = positive_int(num_clusters, "num_clusters")
+        input_channels = positive_int(input_channels, "input_channels")
+        output_channels = positive_int(output_channels, "output_channels")
         if normalization not in ("instance", None):
             raise ValueError(
                 f"normalization must be 'instance' or None, got {normalization!r}.")
@@ -326,29 +322,6 @@ class MultiScaleDiscriminator(keras.Model):
 # ---------------------------------------------------------------------------------------------
 
 
-class _Untracked:
-    """Holds an object out of Keras's attribute tracking.
-
-    The frozen feature extractor must not become part of the trainer: tracked, its weights
-    would appear in `trainer.trainable_variables`, in its checkpoints and in its saved files.
-    """
-
-    def __init__(self, value):
-        self.value = value
-
-
-def _tf_variables(variables):
-    """The `tf.Variable`s behind Keras variables (what `GradientTape.watch` accepts)."""
-    return [getattr(v, "value", v) for v in variables]
-
-
-def _as_matrix(value, shape, name, dtype=tf.float32):
-    tensor = tf.constant(np.asarray(value), dtype=dtype)
-    if tuple(tensor.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}.")
-    return tensor
-
-
 class ClusterPix2Pix(keras.Model):
     """Trainer of the cluster-conditioned pix2pix GAN with mode-seeking and cluster losses.
 
@@ -427,9 +400,9 @@ class ClusterPix2Pix(keras.Model):
         self.lambda_ms = float(lambda_ms)
         self.lambda_d = float(lambda_d)
         self.lambda_m = float(lambda_m)
-        self.mahalanobis_warmup_steps = _positive_int(
+        self.mahalanobis_warmup_steps = positive_int(
             mahalanobis_warmup_steps, "mahalanobis_warmup_steps", 0)
-        self.seed = _positive_int(seed, "seed", 0)
+        self.seed = positive_int(seed, "seed", 0)
         self.num_clusters = num_clusters
         # MSGAN pushes two z's through G per condition; plain pix2pix needs one.
         self.num_draws = 1 if diversity == "none" else 2
@@ -445,7 +418,7 @@ class ClusterPix2Pix(keras.Model):
             shares = shares / shares.sum()
         self.cluster_shares = tf.constant(shares, tf.float32)
 
-        self._extractor = _Untracked(feature_extractor)
+        self._extractor = Untracked(feature_extractor)
         self.cluster_means = self.inverse_covariances = self.feature_masks = None
         if diversity == "clusters":
             if feature_extractor is None or cluster_means is None or inverse_covariances is None:
@@ -453,12 +426,12 @@ class ClusterPix2Pix(keras.Model):
                     "diversity='clusters' needs feature_extractor, cluster_means and "
                     "inverse_covariances.")
             dim = np.asarray(cluster_means).shape[-1]
-            self.cluster_means = _as_matrix(cluster_means, (num_clusters, dim), "cluster_means")
-            self.inverse_covariances = _as_matrix(
+            self.cluster_means = as_matrix(cluster_means, (num_clusters, dim), "cluster_means")
+            self.inverse_covariances = as_matrix(
                 inverse_covariances, (num_clusters, dim, dim), "inverse_covariances")
             if feature_masks is None:
                 feature_masks = np.ones([num_clusters, dim])
-            self.feature_masks = _as_matrix(
+            self.feature_masks = as_matrix(
                 np.asarray(feature_masks, dtype=np.float32), (num_clusters, dim), "feature_masks")
 
         self.step_counter = self.add_weight(
@@ -652,7 +625,7 @@ class ClusterPix2Pix(keras.Model):
         Returns:
             (tape, watched G variables, generated images, losses dict).
         """
-        watched = _tf_variables(self.generator.trainable_variables)
+        watched = tf_variables(self.generator.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(watched)
             fakes = self._generate(edge, onehot, noise, training=True)
@@ -671,7 +644,7 @@ class ClusterPix2Pix(keras.Model):
 
     def _d_step(self, edge, image, onehot, fakes):
         """One discriminator update on the real pairs and the given (detached) fakes."""
-        watched = _tf_variables(self.discriminator.trainable_variables)
+        watched = tf_variables(self.discriminator.trainable_variables)
         fakes = tf.stop_gradient(fakes)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(watched)
@@ -712,10 +685,10 @@ class ClusterPix2Pix(keras.Model):
         Returns:
             int32 tensor [num].
         """
-        num = _positive_int(num, "num")
+        num = positive_int(num, "num")
         logits = tf.math.log(self.cluster_shares)[None, :]
         return tf.random.stateless_categorical(
-            logits, num, seed=tf.constant([_positive_int(seed, "seed", 0), 0], tf.int64),
+            logits, num, seed=tf.constant([positive_int(seed, "seed", 0), 0], tf.int64),
             dtype=tf.int32)[0]
 
     def sample(self, edges, clusters=None, seed=0, num_samples=1):
@@ -732,8 +705,8 @@ class ClusterPix2Pix(keras.Model):
             (images, cluster_ids): float32 [N, num_samples, S, S, C] in [−1, 1] and int32
             [N, num_samples].
         """
-        num_samples = _positive_int(num_samples, "num_samples")
-        seed = _positive_int(seed, "seed", 0)
+        num_samples = positive_int(num_samples, "num_samples")
+        seed = positive_int(seed, "seed", 0)
         edges = tf.convert_to_tensor(edges, tf.float32)
         count = int(edges.shape[0])
         if clusters is None:
