@@ -39,6 +39,7 @@ import tempfile
 import pop_tf
 from pop_tf import config as config_lib
 from pop_tf.errors import PopTfError
+from pop_tf.preprocessing import fit_to_square, to_uint8
 
 MODEL_CARD = "pop_tf.json"
 LIMITS_ASSET = "limits.tsv"
@@ -174,30 +175,6 @@ def _strict_endpoint(body, signature):
                     tf.TensorSpec(spec.shape, dtype, name=spec.name) if i in chosen else spec
                     for i, spec in enumerate(signature)])
     return function
-
-
-def fit_to_square(images, size: int):
-    """uint8 [N, H, W, 3] → float32 [N, size, size, 3] in [0, 255], as ingest fits images.
-
-    The longer side becomes `size` (antialiased bilinear; ingest uses Lanczos, which differs by
-    about one grey level), the shorter is padded with white and centred. An image already S×S
-    passes through unchanged.
-    """
-    import tensorflow as tf
-
-    images = tf.cast(images, tf.float32)
-    shape = tf.shape(images)
-    height, width = shape[1], shape[2]
-    longer = tf.cast(tf.maximum(height, width), tf.float32)
-    new_h = tf.maximum(1, tf.cast(tf.round(tf.cast(height, tf.float32) * size / longer), tf.int32))
-    new_w = tf.maximum(1, tf.cast(tf.round(tf.cast(width, tf.float32) * size / longer), tf.int32))
-
-    # Resizing to the same size is the identity (bilinear samples land on the pixel centres),
-    # so no branch is needed for images that are already S×S.
-    images = tf.image.resize(images, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    padded = tf.pad(images - 255.0, [[0, 0], [top, size - new_h - top], [left, size - new_w - left], [0, 0]])
-    return tf.ensure_shape(padded + 255.0, [None, size, size, 3])
 
 
 def declared_size(data, name="encoded"):
@@ -460,13 +437,6 @@ def export_clusterer(features_model, stats, directory: str, config: dict, data_f
                    shares=[float(s) for s in stats.shares], endpoints=["embed", "assign"])
 
 
-def _to_uint8(images):
-    """float [−1, 1] → uint8 pixels: round((x + 1)·127.5), clipped."""
-    import tensorflow as tf
-
-    return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
-
-
 def export_translator(trainer_or_networks, directory: str, config: dict, data_fingerprint: str,
                       max_pixels: int = None, max_samples: int = None, **card) -> str:
     """Exports a trained DMIT translator as `directory` (SPEC §7 `saved_models/translator/<v>`).
@@ -482,7 +452,7 @@ def export_translator(trainer_or_networks, directory: str, config: dict, data_fi
     - `domains() → {"names": string [D]}`.
     Domain names are "<popularity>/<modality>" and map onto the training labels through a lookup
     table baked into the graph; an unknown name is an InvalidArgumentError listing the valid ones.
-    Images are fitted into the S×S square (`fit_to_square`) and scaled to [−1, 1] as in training.
+    Images are fitted into the S×S square (`preprocessing.fit_to_square`) and scaled to [−1, 1] as in training.
     `content` and `reference` must be uint8: an array or tensor of another dtype is an
     InvalidArgumentError naming the argument and its dtype, never cast (`_strict_endpoint`);
     `seed` and `num_samples` take Python ints or tensors of their dtypes.
@@ -556,7 +526,7 @@ def export_translator(trainer_or_networks, directory: str, config: dict, data_fi
                                                 "reference per content image)")]
             with tf.control_dependencies(checks):
                 label = target_labels(target_domain, count, "content, reference and target_domain")
-            return {"images": _to_uint8(trainer.translate(content, reference, label))}
+            return {"images": to_uint8(trainer.translate(content, reference, label))}
 
         def sample(content, target_domain, seed, num_samples):
             content = signed(content, "content")
@@ -568,7 +538,7 @@ def export_translator(trainer_or_networks, directory: str, config: dict, data_fi
                           "num_samples must be at most", cap, "(max_samples in pop_tf.json); got", num_samples])]
             with tf.control_dependencies(checks):
                 num_samples = tf.identity(num_samples)
-            return {"images": _to_uint8(trainer.sample(content, label, seed=seed, num_samples=num_samples))}
+            return {"images": to_uint8(trainer.sample(content, label, seed=seed, num_samples=num_samples))}
 
         def domain_names():
             return {"names": tf.constant(names)}

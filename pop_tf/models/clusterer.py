@@ -3,7 +3,7 @@
 Two halves that meet only at a feature matrix:
 
 - `ClusterFeatures` (Keras, TensorFlow): uint8 or float images in [0, 255] of any H×W → fitted
-  into the `feature_size` square the way ingest fits images (`pop_tf.serving.fit_to_square`) →
+  into the `feature_size` square the way ingest fits images (`pop_tf.preprocessing.fit_to_square`) →
   EfficientNet-B0 (include_top=False; it has its own Rescaling and expects [0, 255]) →
   7×7×1280 at 224² → mean over channels → 49-d. Another size gives (size/32)² dims.
 - Pure numpy statistics: `fit_clusters` (seeded k-means and per-cluster μ_i, Σ_i, shares),
@@ -49,7 +49,6 @@ cluster 0 is the biggest and the numbering does not depend on k-means' internal 
 """
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -133,7 +132,7 @@ class ClusterFeatures(_keras_model_base()):
     def call(self, images, training=False):
         import tensorflow as tf
 
-        from pop_tf.serving import fit_to_square
+        from pop_tf.preprocessing import fit_to_square
 
         # An image already S×S passes through fit_to_square unchanged.
         fitted = fit_to_square(images, self.feature_size)
@@ -260,10 +259,6 @@ class ClusterStats:
             "seed": int(self.seed),
             "inertia": float(self.inertia),
         }
-
-    def summary_json(self) -> str:
-        return json.dumps(self.summary(), indent=2, sort_keys=True)
-
 
 def _checked_features(features, name="features") -> np.ndarray:
     features = np.asarray(features, dtype=np.float64)
