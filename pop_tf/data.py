@@ -24,12 +24,6 @@ def list_files(pattern: str, what: str) -> list:
     return files
 
 
-def count_records(pattern: str) -> int:
-    """Number of records in the GZIP TFRecord files matching `pattern` (a cheap full read)."""
-    dataset = tf.data.TFRecordDataset(list_files(pattern, "record"), compression_type="GZIP")
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
-
-
 def _records(files, parallel: bool):
     return tf.data.TFRecordDataset(files, compression_type="GZIP",
                                    num_parallel_reads=AUTOTUNE if parallel else None)

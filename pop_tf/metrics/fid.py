@@ -225,17 +225,6 @@ def _frechet_distance_low_rank(act1, act2, mu1, mu2):
 # ---------------------------------------------------------------------------------------------
 
 
-def _keras_models_dir_for_humans():
-    """Where Keras caches application weights, as a user would type it."""
-    # Mirrors Keras's own rule: $KERAS_HOME if set, else ~/.keras (or /tmp/.keras when the home
-    # directory is read-only).
-    if "KERAS_HOME" in os.environ:
-        return os.path.join(os.environ["KERAS_HOME"], "models") + os.sep
-    if not os.access(os.path.expanduser("~"), os.W_OK):
-        return "/tmp/.keras/models/"
-    return "~/.keras/models/"
-
-
 class InceptionFeatures:
     """InceptionV3 2048-d average-pool features of images, the input of FID.
 
@@ -302,6 +291,8 @@ class InceptionFeatures:
     def _build_model(source, path):
         import keras
 
+        from pop_tf.models.backbones import keras_models_dir_for_humans
+
         shape = (INCEPTION_INPUT_SIZE, INCEPTION_INPUT_SIZE, 3)
         if source == "imagenet":
             try:
@@ -312,7 +303,7 @@ class InceptionFeatures:
                 # nothing narrower identifies the failure; the cause is kept in the sentence.
                 raise InceptionWeightsError(
                     f"Could not get the Keras ImageNet InceptionV3 weights ({exc}): place "
-                    f"{KERAS_NOTOP_WEIGHTS_FILE} in {_keras_models_dir_for_humans()}, or pass "
+                    f"{KERAS_NOTOP_WEIGHTS_FILE} in {keras_models_dir_for_humans()}, or pass "
                     "weights=<path to a .weights.h5 file> or weights=none.") from exc
         model = keras.applications.InceptionV3(
             include_top=False, weights=None, pooling="avg", input_shape=shape)
