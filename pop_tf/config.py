@@ -30,6 +30,8 @@ class ConfigError(UsageError, ValueError):
 
 # `pop_tf.precision.PRECISIONS`, spelled out so that the allowed values show in the type.
 Precision = Literal["none", "float16", "bfloat16", "auto"]
+# The real images the pix2pix table's FID (and *_synth figures) compare with: which split.
+FidReference = Literal["train", "test"]
 
 # Seeds reach numpy's and Keras's seeding (below 2³²) plus small offsets: half that range is safe.
 _SEED_MAX = 2**31 - 1
@@ -422,6 +424,12 @@ class EvaluateConfig:
     Weiss), z-test level `ndb_alpha`; `ndb_whiten` (per-pixel standardisation) is off by default
     because it blows near-constant white-background pixels up into huge coordinates.
     `max_images` caps the test images translated for the uplift and FID (0: all of them).
+    `fid_reference` is the real image set of the pix2pix table (Table 1 layout, Suzuki et al.):
+    `test` (all colour test images) or `train` (the training split's colour images, as Suzuki et
+    al. compare generated images with training images); it is the reference of that table's FID
+    and, with the attribute judge, of its fid/kid/precision/recall_synth. NDB/JSD bins are always
+    fitted on training images (Richardson & Weiss). The DMIT translator's figures always use the
+    real popular colour test images (its target domain).
 
     Attribute evaluation (only when `truth` is a truth.jsonl with attributes, i.e. pop_tf's synth):
     a small attribute classifier (`pop_tf.models.attribute_classifier`) is trained on up to
@@ -454,6 +462,7 @@ class EvaluateConfig:
     num_inputs: int = bounded(100, 1, 100_000)
     samples_per_input: int = bounded(10, 2, 1000, why="diversity needs pairs of outputs")
     max_images: int = bounded(0, 0, 10_000_000)
+    fid_reference: FidReference = "test"
     num_grid_pairs: int = bounded(4, 0, 1000)
     ndb_bins: int = bounded(100, 2, 10_000)
     ndb_alpha: float = bounded(0.05, 0.0, 1.0, low_open=True, high_open=True)

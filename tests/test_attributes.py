@@ -372,3 +372,33 @@ def test_without_attributes_the_judge_is_skipped_with_a_sentence(caplog, tmp_pat
         assert evaluate_attributes.load_truth("") is None
         assert evaluate_attributes.load_truth(str(truth)) is None
     assert caplog.text.count("attribute evaluation") == 2 and caplog.text.count("skipped") == 2
+
+
+def test_pix2pix_attribute_figures_against_training_images(evaluated, tmp_path):
+    """evaluate.fid_reference=train: the *_synth figures of the pix2pix table compare with training garments."""
+    import shutil
+
+    from pop_tf.metrics import fid
+
+    work, metrics, _ = evaluated
+    output = tmp_path / "evaluate"
+    shutil.copytree(work / "evaluate", output)  # with the trained classifier, reused by its key
+    with open(work / "evaluate" / "config.json") as f:
+        cfg = config_lib.EvaluateConfig(**json.load(f))
+    cfg.translator, cfg.fid_reference, cfg.output, cfg.logdir = "", "train", str(output), str(tmp_path / "logs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fid, "InceptionFeatures", lambda *a, **k: _MeanColourFeatures())
+        paths = evaluate.run(cfg)
+    with open(paths["metrics"]) as f:
+        trained = json.load(f)
+    assert trained["attribute_classifier"]["32px"]["key"] == metrics["attribute_classifier"]["32px"]["key"]
+    on_test = metrics["pix2pix"]["variants"][0]["attributes"]
+    on_train = trained["pix2pix"]["variants"][0]["attributes"]
+    assert on_test["reference"] == "test" and on_train["reference"] == "train"
+    # The same samples read the same (NDB against the training bins too), compared with other real garments.
+    assert on_train["confident_colour_share"] == on_test["confident_colour_share"]
+    assert on_train["ndb_synth"] == on_test["ndb_synth"] and on_train["ndb_synth_real"] == on_test["ndb_synth_real"]
+    assert on_train["fid_synth"] != on_test["fid_synth"]
+    assert on_train["real_reference"]["fid_synth"] != on_test["real_reference"]["fid_synth"]
+    report = open(paths["report"], encoding="utf-8").read()
+    assert "real train garments (reference)" in report and "(evaluate.fid_reference=train)" in report

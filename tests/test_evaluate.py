@@ -376,3 +376,61 @@ def test_cli_resolves_workdir_defaults(tmp_path, capsys):
     assert err.startswith("pop-tf evaluate: error:") and "not a score output folder" in err
     assert evaluate.main(["--workdir", str(workdir), "--set", "samples_per_input=1"]) == 2
     assert "evaluate.samples_per_input" in capsys.readouterr().err
+
+
+class _RecordingFeatures:
+    """Stands in for InceptionV3: mean and std per channel, and a record of every image it saw."""
+
+    metric_name, weights, standard = "fid_like", "none", False
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, images, batch_size=32):
+        x = np.asarray(images, np.float64)
+        self.seen.append(x)
+        return np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))], axis=1)
+
+
+def test_fid_reference_train_compares_the_pix2pix_table_with_training_images(inputs, tmp_path, monkeypatch):
+    from pop_tf.metrics import fid
+
+    extractor = _RecordingFeatures()
+    monkeypatch.setattr(fid, "InceptionFeatures", lambda *a, **k: extractor)
+    cfg = _cfg(inputs, translator="", pix2pix_variants=[str(inputs / "p2p_none")], fid_reference="train",
+               output=str(tmp_path / "evaluate"))
+    paths = evaluate.run(cfg)
+    metrics = json.load(open(paths["metrics"]))
+    pix2pix_metrics = metrics["pix2pix"]
+    assert pix2pix_metrics["fid_reference"] == {"split": "train", "images": "real colour training images",
+                                                "count": len(TRAIN)}
+    assert pix2pix_metrics["fid_real_images"] == len(TRAIN) and pix2pix_metrics["ndb_reference"]["split"] == "train"
+    assert metrics["settings"]["fid_reference"] == {"translator": "test", "pix2pix": "train"}
+    # The reference is exactly the flat grey training images, in file order; then the 10 samples.
+    features = np.concatenate([np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))], axis=1)
+                               for x in extractor.seen])
+    reference, generated = features[:len(TRAIN)], features[len(TRAIN):]
+    np.testing.assert_array_equal(reference[:, 0], TRAIN)
+    np.testing.assert_array_equal(reference[:, 3:], 0)
+    assert len(generated) == 10 and generated[:, 3:].min() > 0  # generated samples are not flat
+    assert pix2pix_metrics["variants"][0]["fid"] == pytest.approx(fid.fid_from_activations(reference, generated))
+    text = open(paths["report"], encoding="utf-8").read()
+    assert "FID-like reference: real colour training images (evaluate.fid_reference=train)" in text
+
+
+def test_fid_reference_defaults_to_test_and_each_table_names_its_reference(evaluated):
+    paths, metrics = evaluated
+    assert metrics["pix2pix"]["fid_reference"]["split"] == "test" and metrics["pix2pix"]["fid_reference"]["count"] == 10
+    assert metrics["translator"]["fid"]["reference"]["split"] == "test"
+    assert metrics["settings"]["fid_reference"] == {"translator": "test", "pix2pix": "test"}
+    text = open(paths["report"], encoding="utf-8").read()
+    assert "FID-like reference: real colour test images (evaluate.fid_reference=test)" in text
+    assert "FID-like reference: real popular colour test images" in text
+
+
+def test_an_unknown_fid_reference_is_an_error_naming_the_option(inputs):
+    with pytest.raises(config_lib.ConfigError, match=r"evaluate\.fid_reference.*'train', 'test'"):
+        config_lib.resolve(None, ["evaluate.fid_reference=validation"])
+    # A config built in code skips resolve: the stage checks before reading anything.
+    with pytest.raises(config_lib.ConfigError, match=r"evaluate\.fid_reference.*'validation'.*'train', 'test'"):
+        evaluate.run(_cfg(inputs, fid_reference="validation"))

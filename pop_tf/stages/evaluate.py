@@ -24,6 +24,10 @@ the published evaluations (REFERENCES §3):
   of distinct real popular test images give the real-data reference value (DMIT's upper bound).
 - **NDB/JSD** (pix2pix variants): k-means bins fitted on *training* images (raw pixels,
   downsampled), generated test-time samples assigned to them (`pop_tf.metrics.ndb.NDB`).
+- **FID reference of the pix2pix table** (`evaluate.fid_reference`): all colour test images
+  (`test`, the default) or the training split's colour images (`train`, as Suzuki et al. compare
+  generated images with training images); metrics.json (`pix2pix.fid_reference`,
+  `translator.fid.reference`) and the report say which real images each table used.
 - **Attribute judge** (only with a truth.jsonl that has garment attributes, i.e. pop_tf's synth;
   otherwise skipped with one logged sentence): a small classifier trained on the real training
   garments reads shape, colour, pattern and sleeve of every output and gives fid_synth, kid_synth,
@@ -52,6 +56,7 @@ import os
 import re
 import sys
 import time
+import typing
 
 import numpy as np
 
@@ -82,6 +87,8 @@ MODES = {
 }
 OWNED_PREFIXES = ("translator_", "pix2pix_", "attribute_classifier_")
 OWNED_NAMES = (METRICS, REPORT, CONFIG)
+# evaluate.fid_reference: the real images the pix2pix table compares with, in words.
+FID_REFERENCES = {"test": "real colour test images", "train": "real colour training images"}
 VARIANT_TITLES = {"none": "none (pix2pix-like)", "ms": "ms (MSGAN)", "clusters": "clusters (Suzuki et al.)"}
 
 
@@ -101,6 +108,10 @@ def _check_config(cfg: config_lib.EvaluateConfig) -> None:
     if not cfg.translator and not cfg.pix2pix_variants:
         raise config_lib.ConfigError("evaluate has nothing to evaluate: set 'evaluate.translator' (a translator "
                                      "SavedModel) and/or 'evaluate.pix2pix_variants' (pix2pix output folders)")
+    allowed = typing.get_args(config_lib.FidReference)
+    if cfg.fid_reference not in allowed:  # a config built in code skips resolve's check
+        raise config_lib.ConfigError(f"config key 'evaluate.fid_reference': {cfg.fid_reference!r} is not allowed; "
+                                     f"use one of {', '.join(repr(a) for a in allowed)}")
     if cfg.truth and not os.path.isfile(cfg.truth):
         raise EvaluateError(f"evaluate.truth: {cfg.truth} does not exist (leave it empty when the dataset has no "
                             "truth file)")
@@ -492,7 +503,11 @@ def _evaluate_translator(ctx: _Context) -> dict:
                       "stderr": float(np.std(distances) / np.sqrt(pairs)) if pairs > 1 else None}
 
     fid = {"metric": ctx.extractor.metric_name, "real_images": int(len(real_features)),
-           "reference_overlap": overlap, **{mode: _fid(real_features, features[mode]) for mode in MODES},
+           "reference_overlap": overlap,
+           # Always the test split, whatever evaluate.fid_reference (the pix2pix table's option).
+           "reference": {"split": "test", "images": f"real {TARGET_DOMAIN} test images" + (
+               "" if overlap else " at odd positions (the even ones are the references B)")},
+           **{mode: _fid(real_features, features[mode]) for mode in MODES},
            "colour_to_colour": tasks["colour → colour"]["fid"], "edge_to_colour": tasks["edge → colour"]["fid"]}
     result = {
         "model": os.path.abspath(cfg.translator), "domains": names, "source_domain": SOURCE_DOMAIN,
@@ -557,7 +572,8 @@ def _evaluate_translator(ctx: _Context) -> dict:
                   for row in result["table2"]]
                  + ([["real popular images (distinct pairs)", real_lpips["mean"], real_lpips["stderr"],
                       real_lpips["num_pairs"], None]] if real_lpips else []),
-                 caption="Table 2 layout (paper 1): diversity and quality of random-style translations")
+                 caption="Table 2 layout (paper 1): diversity and quality of random-style translations; "
+                 f"{ctx.fid_label} reference: real popular colour test images")
     for task, (grid, tile) in sample_grids.items():
         slug = "edge" if task.startswith("edge") else "colour"
         ctx.figure(f"translator_samples_{slug}.png", _png(grid))
@@ -635,10 +651,12 @@ def _evaluate_pix2pix(ctx: _Context) -> dict:
     variants = [load_pix2pix_variant(folder, cfg.clusters) for folder in cfg.pix2pix_variants]
     names = _variant_names(variants)
 
-    # Real colour test images (every post: pix2pix translates any edge map) for FID, streamed.
-    test_images = _posts(cfg, ctx.stored_size, "test").map(lambda p: p["image"])
-    real_features = _gather([ctx.features(b.numpy()) for b in test_images.batch(cfg.batch_size)],
-                            "test images", cfg.input)
+    # The FID reference, streamed: real colour images of every post (pix2pix translates any edge
+    # map) of the test split, or of the training split as Suzuki et al. (evaluate.fid_reference).
+    reference = FID_REFERENCES[cfg.fid_reference]
+    real_images = _posts(cfg, ctx.stored_size, cfg.fid_reference).map(lambda p: p["image"])
+    real_features = _gather([ctx.features(b.numpy()) for b in real_images.batch(cfg.batch_size)],
+                            f"{cfg.fid_reference} images", cfg.input)
     # NDB bins: k-means on training colour images, downsampled raw pixels.
     train_images = _posts(cfg, ctx.stored_size, "train").map(lambda p: p["image"]).take(cfg.ndb_max_train)
     train_pixels = _gather([_fit(b, cfg.ndb_image_size) for b in train_images.batch(cfg.batch_size)],
@@ -701,7 +719,9 @@ def _evaluate_pix2pix(ctx: _Context) -> dict:
 
     report.table(["method", f"{ctx.fid_label} ↓", "NDB ↓", "JSD ↓", f"{ctx.lpips_label} ↑", "± s.e."],
                  [[r["variant"], r["fid"], r["ndb"], r["jsd"], r["lpips"], r["lpips_stderr"]] for r in rows],
-                 caption=f"Table 1 layout (paper 2): edges → colour garments, NDB with K = {cfg.ndb_bins} bins")
+                 caption=f"Table 1 layout (paper 2): edges → colour garments, NDB with K = {cfg.ndb_bins} bins; "
+                 f"{ctx.fid_label} reference: {reference} (evaluate.fid_reference={cfg.fid_reference}), NDB "
+                 "reference: training images")
     for row, variant, (grid, plot) in zip(rows, variants, figures):
         report.image(grid, f"samples {row['variant']}", f"{row['variant']}: per row the test edge map, the real "
                      f"garment, then {cfg.samples_per_input} samples (clusters drawn by their training shares).",
@@ -710,7 +730,8 @@ def _evaluate_pix2pix(ctx: _Context) -> dict:
                      f"(orange) images per bin; red marks: the {row['ndb']} significantly different bins.")
     report.bullets([
         f"{ctx.fid_label}: one sample per test edge map ({rows[0]['generated_images'] if rows else 0} images) against "
-        f"all {len(real_features)} real colour test images, InceptionV3 pool features at 299×299, float64.",
+        f"{len(real_features)} {reference} (evaluate.fid_reference={cfg.fid_reference}), InceptionV3 pool "
+        "features at 299×299, float64.",
         f"NDB / JSD: {cfg.ndb_bins} k-means bins (seed {cfg.seed}) fitted on {len(train_pixels)} training images as "
         f"{cfg.ndb_image_size}×{cfg.ndb_image_size} raw pixels{' (whitened)' if cfg.ndb_whiten else ''}; each "
         f"sample goes to its nearest centre; NDB counts bins whose two-proportion pooled z-test gives p < "
@@ -724,7 +745,10 @@ def _evaluate_pix2pix(ctx: _Context) -> dict:
         from pop_tf.stages import evaluate_attributes
 
         evaluate_attributes.report_pix2pix(ctx.attribute_report, rows)
-    return {"variants": rows, "fid_real_images": int(len(real_features)), "ndb_train_images": int(len(train_pixels)),
+    return {"variants": rows, "fid_real_images": int(len(real_features)),
+            "fid_reference": {"split": cfg.fid_reference, "images": reference, "count": int(len(real_features))},
+            "ndb_reference": {"split": "train", "images": "training colour images (k-means bins fitted on them)"},
+            "ndb_train_images": int(len(train_pixels)),
             "table": [{k: r[k] for k in ("variant", "fid", "ndb", "jsd", "lpips", "lpips_stderr")} for r in rows]}
 
 
@@ -740,10 +764,13 @@ def _pix2pix_attributes(ctx: _Context, reader, variant: Pix2PixVariant, synth_re
     size = reader.image_size
     if size not in synth_real:
         images = _posts(cfg, ctx.stored_size, "test").map(lambda p: p["image"]).batch(cfg.batch_size)
-        real = np.concatenate([reader.read(b.numpy()).features for b in images])
+        test = np.concatenate([reader.read(b.numpy()).features for b in images])
         train = ctx.judge.train_features(size)
         bins = ndb.NDB(train, num_bins=min(cfg.ndb_bins, len(train)), seed=cfg.seed)
-        synth_real[size] = (real, bins, bins.evaluate(real, alpha=cfg.ndb_alpha))
+        # The training images (those with attributes, as the classifier saw them) or the test images;
+        # real NDB stays the test images' (training images against their own bins would say nothing).
+        real = train if cfg.fid_reference == "train" else test
+        synth_real[size] = (real, bins, bins.evaluate(test, alpha=cfg.ndb_alpha))
     real, bins, real_ndb = synth_real[size]
     samples = np.concatenate([
         _to_uint8(variant.sample(data.to_signed_unit(edges[s:s + cfg.batch_size]), seed=cfg.seed,
@@ -752,7 +779,8 @@ def _pix2pix_attributes(ctx: _Context, reader, variant: Pix2PixVariant, synth_re
     sample_readings = reader.read(samples.reshape((-1,) + samples.shape[2:]), batch_size=cfg.batch_size)
     return evaluate_attributes.pix2pix_figures(
         ctx.judge, size, post_ids, Readings.concatenate(readings),
-        (sample_readings, samples.shape[0], samples.shape[1], list(edge_ids)), real, bins, real_ndb)
+        (sample_readings, samples.shape[0], samples.shape[1], list(edge_ids)), real, bins, real_ndb,
+        reference=cfg.fid_reference)
 
 
 def _settings(cfg, extractor, distance) -> dict:
@@ -767,6 +795,7 @@ def _settings(cfg, extractor, distance) -> dict:
                       "pairs": "all M(M-1)/2 pairs of outputs of the same input"},
         "ndb": {"bins": cfg.ndb_bins, "alpha": cfg.ndb_alpha, "whiten": cfg.ndb_whiten,
                 "image_size": cfg.ndb_image_size, "max_train": cfg.ndb_max_train, "space": "raw pixels"},
+        "fid_reference": {"translator": "test", "pix2pix": cfg.fid_reference},
         "uplift_threshold": cfg.uplift_threshold, "max_images": cfg.max_images, "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "attributes": {"truth": os.path.abspath(cfg.truth) if cfg.truth else "",

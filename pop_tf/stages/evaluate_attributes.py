@@ -273,13 +273,14 @@ def translator_figures(judge: Judge, size: int, a_ids, b_ids, outputs: dict, ran
 
 
 def pix2pix_figures(judge: Judge, size: int, post_ids, readings: attr.Readings, samples, real: np.ndarray,
-                    bins, real_ndb: dict) -> dict:
+                    bins, real_ndb: dict, reference: str = "test") -> dict:
     """The attribute readers for one pix2pix variant: one sample per test edge map, plus N×M samples.
 
     Args:
         post_ids: the test posts whose edge maps produced `readings` (in order).
         samples: (Readings of N×M samples, N, M, input post ids).
-        real: features of the real colour test images; bins: an `ndb.NDB` on training features.
+        real: features of the real colour images of the `reference` split (evaluate.fid_reference);
+            bins: an `ndb.NDB` on training features.
     """
     cfg = judge.ctx.cfg
     threshold = cfg.attribute_confidence
@@ -287,7 +288,7 @@ def pix2pix_figures(judge: Judge, size: int, post_ids, readings: attr.Readings, 
     known = [i for i, r in enumerate(rows) if r is not None]
     shapes = readings.names("shape")
     ndb_result = bins.evaluate(readings.features, alpha=cfg.ndb_alpha)
-    result = {"image_size": int(size), "confidence": threshold,
+    result = {"image_size": int(size), "confidence": threshold, "reference": reference,
               "confident_colour_share": attr.share(readings.confident("color", threshold)),
               "confident_shape_share": attr.share(readings.confident("shape", threshold)),
               "keeps_shape": attr.share([shapes[i] == rows[i]["shape"] for i in known]) if known else None,
@@ -416,22 +417,26 @@ def report_pix2pix(report, rows: list) -> None:
             report.paragraph(not_recognisable_sentence(f"pix2pix {r['variant']}", r["attributes"]["verdict"]),
                              css_class="warning")
     first = rows[0]["attributes"]
+    split = first.get("reference", "test")
     report.table(["method", "confident colour", "shape as edge map", "distinct colours / "
                   f"{first.get('samples_per_input', 'M')} samples", "fid_synth ↓", "kid_synth ↓",
                   "precision_synth ↑", "recall_synth ↑", "NDB_synth ↓", "JSD_synth ↓", "diversity_synth"],
                  [[r["variant"], a["confident_colour_share"], a["keeps_shape"], a.get("distinct_confident_colours"),
                    a["fid_synth"], a["kid_synth"], a["precision_synth"], a["recall_synth"], a["ndb_synth"],
                    a["jsd_synth"], a.get("diversity_synth")] for r in rows for a in [r["attributes"]]]
-                 + [["real test garments (reference)", first["real_reference"]["confident_colour_share"],
+                 + [[f"real {split} garments (reference)", first["real_reference"]["confident_colour_share"],
                      first["real_reference"]["shape_read"], None, first["real_reference"].get("fid_synth"),
                      first["real_reference"].get("kid_synth"), first["real_reference"].get("precision_synth"),
                      first["real_reference"].get("recall_synth"), first["ndb_synth_real"], first["jsd_synth_real"],
                      first["real_reference"]["diversity_synth"]]],
                  caption="pix2pix variants read by the attribute judge (edge maps → colour garments)")
+    real = {"test": "all real colour test images",
+            "train": "the real colour training images the classifier was trained on"}[split]
     report.bullets([
-        "One sample per test edge map against all real colour test images; NDB/JSD with the same number of "
-        "k-means bins fitted on the classifier features of the training images; the reference row gives real "
-        "test images (fid/kid/precision/recall: even vs odd test images).",
+        f"One sample per test edge map against {real} (evaluate.fid_reference={split}); NDB/JSD with the same "
+        "number of k-means bins fitted on the classifier features of the training images; the reference row "
+        f"gives real {split} images (fid/kid/precision/recall: even vs odd {split} images; NDB/JSD: the real "
+        "test images against the training bins).",
         "Shape as edge map: the read shape is the shape of the garment the edge map was drawn from.",
     ])
 
