@@ -252,7 +252,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
           file=sys.stderr)
     return {"metrics": metrics_path, "saved_model": saved_model, "checkpoints": manager.directory,
             "weights": os.path.join(cfg.output, "ranker.weights.h5"), "logs": logdir,
-            "config": os.path.join(cfg.output, "config.json")}
+            "config": os.path.join(cfg.output, layout.CONFIG)}
 
 
 def workdir_defaults(workdir: str) -> dict:
