@@ -57,7 +57,6 @@ from PIL import Image, ImageDraw
 from pop_tf.beam import reasons
 from pop_tf.config import ConfigError, SynthConfig, to_dict, validate_value, write_resolved
 from pop_tf.truth import FILE_NAME as TRUTH_FILE
-from pop_tf.truth import read_truth  # noqa: F401  (re-exported: pop_tf.stages.evaluate reads it here)
 
 log = logging.getLogger(__name__)
 

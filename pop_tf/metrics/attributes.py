@@ -44,7 +44,6 @@ import os
 import numpy as np
 
 from pop_tf import synth
-from pop_tf.truth import read_truth_rows  # noqa: F401  (re-exported: evaluate_attributes reads it here)
 
 log = logging.getLogger(__name__)
 

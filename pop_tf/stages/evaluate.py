@@ -61,6 +61,7 @@ import typing
 import numpy as np
 
 from pop_tf import config as config_lib
+from pop_tf import layout, preprocessing
 from pop_tf.errors import PopTfError, report, reportable
 from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging
@@ -119,7 +120,7 @@ def _check_config(cfg: config_lib.EvaluateConfig) -> None:
 
 def _score_stats(input_dir: str) -> dict:
     try:
-        with open(os.path.join(input_dir, "stats.json")) as f:
+        with open(os.path.join(input_dir, layout.STATS)) as f:
             stats = json.load(f)
     except (OSError, ValueError):
         raise EvaluateError(f"evaluate.input {input_dir} is not a score output folder (no readable stats.json); run "
@@ -134,11 +135,11 @@ def _posts(cfg, stored_size: int, split: str, image_size: int = None):
     """Unbatched scored posts of one split, in file order (dicts of `records.parse_post` tensors)."""
     from pop_tf import data
 
-    pattern = os.path.join(cfg.input, f"{split}-*.tfrecord.gz")
+    pattern = layout.shard_pattern(cfg.input, split)
     return data.post_dataset(pattern, stored_size, cfg.batch_size, image_size=image_size, scored=True).unbatch()
 
 
-def _domain_posts(cfg, stored_size: int, popularity: str, parity=None):
+def _test_posts_in_domain(cfg, stored_size: int, popularity: str, parity=None):
     """Test posts of one popularity domain; `parity` 0 / 1 keeps the even / odd ones among them."""
     import tensorflow as tf
 
@@ -176,13 +177,6 @@ def _fit(images, size: int) -> np.ndarray:
         return np.asarray(images, np.uint8)
     resized = tf.image.resize(tf.cast(images, tf.float32), (size, size), antialias=True)
     return np.asarray(tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8))
-
-
-def _to_uint8(images) -> np.ndarray:
-    """float [−1, 1] → uint8, as the translator SavedModel converts its outputs."""
-    import tensorflow as tf
-
-    return np.asarray(tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8))
 
 
 def _gather(chunks, what: str, where: str) -> np.ndarray:
@@ -385,9 +379,9 @@ def _evaluate_ranker(ctx: _Context) -> dict:
     """Kendall τ / Spearman ρ of the stored test scores against the hidden intrinsic popularity."""
     from scipy import stats
 
-    from pop_tf import synth
+    from pop_tf.truth import read_truth
 
-    truth = synth.read_truth(ctx.cfg.truth)
+    truth = read_truth(ctx.cfg.truth)
     scores, intrinsic = [], []
     for post in _posts(ctx.cfg, ctx.stored_size, "test"):
         post_id = post["post_id"].numpy().decode("utf-8")
@@ -440,7 +434,7 @@ def _evaluate_translator(ctx: _Context) -> dict:
         reader = ctx.judge.reader(ctx.judge.size_for(size))
 
     # The FID set: real popular colour test images (never inputs; references only when overlapping).
-    real = _domain_posts(cfg, ctx.stored_size, "popular", real_parity).map(lambda p: p["image"])
+    real = _test_posts_in_domain(cfg, ctx.stored_size, "popular", real_parity).map(lambda p: p["image"])
     real_features, real_synth = [], []
     for batch in real.batch(cfg.batch_size):
         real_features.append(ctx.features(batch.numpy()))
@@ -449,8 +443,8 @@ def _evaluate_translator(ctx: _Context) -> dict:
     real_features = _gather(real_features, "popular test images", cfg.input)
 
     # Uplift and FID of both translation modes, streamed: A cycles once, B repeats as needed.
-    inputs = _limited(_domain_posts(cfg, ctx.stored_size, "unpopular"), cfg.max_images)
-    references = _domain_posts(cfg, ctx.stored_size, "popular", ref_parity).repeat()
+    inputs = _limited(_test_posts_in_domain(cfg, ctx.stored_size, "unpopular"), cfg.max_images)
+    references = _test_posts_in_domain(cfg, ctx.stored_size, "popular", ref_parity).repeat()
     before, after, features = [], {mode: [] for mode in MODES}, {mode: [] for mode in MODES}
     a_ids, b_ids, readings = [], [], {**{mode: [] for mode in MODES}, "inputs": []}
     for a_posts, b_posts in tf.data.Dataset.zip(inputs, references).batch(cfg.batch_size):
@@ -477,7 +471,7 @@ def _evaluate_translator(ctx: _Context) -> dict:
     table = uplift.compare_modes(uplifts)
 
     # Diversity and the Table 2 layout: N inputs × M prior styles, colour and edge inputs.
-    first = _domain_posts(cfg, ctx.stored_size, "unpopular").take(cfg.num_inputs)
+    first = _test_posts_in_domain(cfg, ctx.stored_size, "unpopular").take(cfg.num_inputs)
     first_inputs = {"colour → colour": _stack(first, "image", cfg.num_inputs),
                     "edge → colour": _stack(first, "edge", cfg.num_inputs)}
     tasks, sample_grids, samples = {}, {}, {}
@@ -494,7 +488,7 @@ def _evaluate_translator(ctx: _Context) -> dict:
             samples[task] = (reader.read(outputs.reshape((-1,) + outputs.shape[2:]), batch_size=cfg.batch_size),
                              outputs.shape[0], outputs.shape[1], list(_stack(first, "post_id", cfg.num_inputs)))
     # DMIT's reference value: LPIPS between distinct real popular test images (pairs 2k, 2k+1).
-    reals = _stack(_domain_posts(cfg, ctx.stored_size, "popular", real_parity), "image", 2 * cfg.num_inputs)
+    reals = _stack(_test_posts_in_domain(cfg, ctx.stored_size, "popular", real_parity), "image", 2 * cfg.num_inputs)
     pairs = len(reals) // 2
     real_lpips = None
     if pairs:
@@ -535,7 +529,7 @@ def _evaluate_translator(ctx: _Context) -> dict:
 
         other_real = np.zeros([0, reader.model.get_layer("features").units])
         if not overlap:
-            references_only = _domain_posts(cfg, ctx.stored_size, "popular", ref_parity).map(lambda p: p["image"])
+            references_only = _test_posts_in_domain(cfg, ctx.stored_size, "popular", ref_parity).map(lambda p: p["image"])
             other_real = np.concatenate([other_real] + [reader.read(b.numpy()).features
                                                         for b in references_only.batch(cfg.batch_size)])
         attributes = evaluate_attributes.translator_figures(
@@ -582,8 +576,8 @@ def _evaluate_translator(ctx: _Context) -> dict:
                      f"{cfg.samples_per_input} outputs with random styles (seed {cfg.seed}).",
                      width=_display_width(grid, tile))
     if cfg.num_grid_pairs:
-        pair_a = _stack(_domain_posts(cfg, ctx.stored_size, "unpopular"), "image", cfg.num_grid_pairs)
-        pair_b = _stack(_domain_posts(cfg, ctx.stored_size, "popular", ref_parity), "image", cfg.num_grid_pairs)
+        pair_a = _stack(_test_posts_in_domain(cfg, ctx.stored_size, "unpopular"), "image", cfg.num_grid_pairs)
+        pair_b = _stack(_test_posts_in_domain(cfg, ctx.stored_size, "popular", ref_parity), "image", cfg.num_grid_pairs)
         count = min(len(pair_a), len(pair_b))
         grid = stack_rows([translate.translation_grid(model, pair_a[i], pair_b[i], SOURCE_DOMAIN, TARGET_DOMAIN,
                                                       seed=cfg.seed) for i in range(count)])
@@ -676,7 +670,7 @@ def _evaluate_pix2pix(ctx: _Context) -> dict:
         for k, batch in enumerate(posts.batch(cfg.batch_size)):
             # One test-time sample per test edge map; a fresh seed per batch keeps the draws independent.
             images, _ = variant.sample(data.to_signed_unit(batch["edge"]), seed=cfg.seed + 1 + k, num_samples=1)
-            images = _to_uint8(images[:, 0])
+            images = np.asarray(preprocessing.to_uint8(images[:, 0]))
             features.append(ctx.features(images))
             pixels.append(_fit(images, cfg.ndb_image_size))
             if reader is not None:
@@ -689,8 +683,9 @@ def _evaluate_pix2pix(ctx: _Context) -> dict:
         first = posts.take(cfg.num_inputs)
         edges, reals = _stack(first, "edge", cfg.num_inputs), _stack(first, "image", cfg.num_inputs)
         outputs = np.concatenate([
-            _to_uint8(variant.sample(data.to_signed_unit(edges[s:s + cfg.batch_size]), seed=cfg.seed,
-                                     num_samples=cfg.samples_per_input)[0])
+            np.asarray(preprocessing.to_uint8(
+                variant.sample(data.to_signed_unit(edges[s:s + cfg.batch_size]), seed=cfg.seed,
+                               num_samples=cfg.samples_per_input)[0]))
             for s in range(0, len(edges), cfg.batch_size)])
         diversity = lpips.diversity(ctx.distance, outputs, batch_size=cfg.batch_size)
         row = {"variant": name, "folder": os.path.abspath(variant.folder), "diversity": variant.diversity,
@@ -773,8 +768,9 @@ def _pix2pix_attributes(ctx: _Context, reader, variant: Pix2PixVariant, synth_re
         synth_real[size] = (real, bins, bins.evaluate(test, alpha=cfg.ndb_alpha))
     real, bins, real_ndb = synth_real[size]
     samples = np.concatenate([
-        _to_uint8(variant.sample(data.to_signed_unit(edges[s:s + cfg.batch_size]), seed=cfg.seed,
-                                 num_samples=cfg.attribute_samples)[0])
+        np.asarray(preprocessing.to_uint8(
+            variant.sample(data.to_signed_unit(edges[s:s + cfg.batch_size]), seed=cfg.seed,
+                           num_samples=cfg.attribute_samples)[0]))
         for s in range(0, len(edges), cfg.batch_size)])
     sample_readings = reader.read(samples.reshape((-1,) + samples.shape[2:]), batch_size=cfg.batch_size)
     return evaluate_attributes.pix2pix_figures(

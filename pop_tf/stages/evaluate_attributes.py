@@ -36,6 +36,7 @@ import logging
 import numpy as np
 
 from pop_tf.metrics import attributes as attr
+from pop_tf.truth import read_truth_rows
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def load_truth(path: str):
         log.info("evaluate: no truth file (evaluate.truth is empty), so the attribute evaluation (fid_synth, "
                  "attribute checks, true popularity uplift) is skipped; it needs pop_tf's synthetic dataset")
         return None
-    rows = {k: r for k, r in attr.read_truth_rows(path).items() if attr.has_attributes(r)}
+    rows = {k: r for k, r in read_truth_rows(path).items() if attr.has_attributes(r)}
     if not rows:
         log.info("evaluate: %s has no garment attributes (shape, sleeve, color, pattern), so the attribute "
                  "evaluation is skipped; it needs a truth.jsonl written by pop_tf's synth", path)
