@@ -41,6 +41,7 @@ import tempfile
 import time
 
 from pop_tf import config as config_lib
+from pop_tf import contracts, layout
 
 TF_BENCHMARKS = ("ranker", "translator", "serving", "sample", "input", "matmul")
 WARMUP_CALLS = 2
@@ -313,7 +314,7 @@ def bench_sample(cfg, batch: int, repeats: int) -> dict:
 def bench_input(pairs_dir: str, stored_size: int, size: int, batch: int, repeats: int) -> dict:
     from pop_tf import data
 
-    dataset = data.pair_dataset(os.path.join(pairs_dir, "train_pairs-*.tfrecord.gz"), stored_size, size, batch,
+    dataset = data.pair_dataset(layout.pair_shard_pattern(pairs_dir, "train"), stored_size, size, batch,
                                 training=True, max_shift=0.1)
     iterator = iter(dataset)
     next(iterator)
@@ -330,8 +331,8 @@ def _input_pipeline(pairs: str, size: int, batch: int, repeats: int) -> dict:
         if not pairs:
             from pop_tf import pipeline
             pipeline.run(config_lib.resolve("demo", ["synth.num_posts=400"]), tmp, until="pairs")
-            pairs = os.path.join(tmp, "pairs")
-        with open(os.path.join(pairs, "stats.json")) as f:
+            pairs = contracts.folder(tmp, "pairs")
+        with open(os.path.join(pairs, layout.STATS)) as f:
             stored = json.load(f)["image_size"]
         print(f"bench: input pipeline from {pairs} …", file=sys.stderr)
         return bench_input(pairs, stored, size, batch, repeats)

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from pop_tf import contracts, layout
 from pop_tf.errors import PopTfError
 
 WORKDIR_ENV = "POP_TF_WORKDIR"
@@ -66,8 +67,8 @@ def saved_model_dir(work: str, model: str, saved_models: str = None) -> str:
 
     if model not in export.SOURCES:
         raise PopTfError(f"unknown model {model!r}; use one of {', '.join(export.SOURCES)}")
-    candidates = [os.path.join(work, export.SOURCES[model][0], "saved_model")]
-    exported = read_json(os.path.join(work, export.STAGE, "exported.json")) or {}
+    candidates = [os.path.join(contracts.folder(work, export.SOURCES[model][0]), "saved_model")]
+    exported = read_json(os.path.join(contracts.folder(work, export.STAGE), "exported.json")) or {}
     if exported.get(model):
         candidates.append(exported[model])
     saved_models = saved_models or os.environ.get(SAVED_MODELS_ENV)
@@ -91,8 +92,9 @@ def held_out_posts(work: str, count: int, domain: str = None) -> dict:
 
     from pop_tf import data
 
-    stats = read_json(os.path.join(work, "score", "stats.json"), needed_for="reading held-out posts")
-    pattern = os.path.join(work, "score", "test-*.tfrecord.gz")
+    scored = contracts.folder(work, "score")
+    stats = read_json(os.path.join(scored, layout.STATS), needed_for="reading held-out posts")
+    pattern = layout.shard_pattern(scored, "test")
     posts = data.post_dataset(pattern, int(stats["image_size"]), batch_size=64, scored=True).unbatch()
     if domain is not None:
         posts = posts.filter(lambda post: tf.equal(post["domain"], domain))

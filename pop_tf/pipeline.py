@@ -1,7 +1,9 @@
 """`pop-tf run`: the stages in order over one work folder (TFX-style), resumable.
 
 Each stage writes into `<workdir>/<stage>/` and, when it finishes, a `_COMPLETE` marker holding a
-fingerprint of its resolved config and of the fingerprints of the stages it reads (`INPUTS`). A
+fingerprint of its resolved config and of the fingerprints of the stages it reads (`INPUTS`). Which
+folder each stage writes, which config keys point at which earlier stage's folder and which stages
+each one's fingerprint covers are one table, `pop_tf.contracts.CONTRACTS`. A
 rerun skips a stage whose marker matches, so changing an option reruns exactly the stages that
 depend on it. A stage without a marker (interrupted, even by `kill -9`) runs again, and the
 training stages resume from their newest checkpoint. `from_stage` (`--from`) discards the
@@ -22,27 +24,17 @@ import sys
 import time
 
 from pop_tf import config as config_lib
+from pop_tf import contracts
 from pop_tf.errors import PopTfError
 
 MARKER = "_COMPLETE"
 LOCK = ".pop_tf.lock"
-# The full order of SPEC §4.
-STAGE_ORDER = ("synth", "ingest", "pairs", "train_ranker", "score", "cluster", "train_translator",
-               "evaluate", "export")
+# The full order of SPEC §4 (the contracts' order).
+STAGE_ORDER = contracts.STAGE_ORDER
 
 # What each stage reads ("dataset": the synthesised or given dataset). A stage reruns when its
 # config or the fingerprint of anything it reads changes, and only then.
-INPUTS = {
-    "synth": (),
-    "ingest": ("dataset",),
-    "pairs": ("ingest",),
-    "train_ranker": ("pairs", "ingest", "dataset"),  # the dataset's truth.jsonl, when it has one
-    "score": ("ingest", "train_ranker"),
-    "cluster": ("ingest",),
-    "train_translator": ("score", "cluster"),
-    "evaluate": ("score", "cluster", "train_ranker", "train_translator"),
-    "export": ("train_ranker", "cluster", "train_translator"),
-}
+INPUTS = {stage: contracts.BY_NAME[stage].inputs for stage in STAGE_ORDER}
 
 
 # Files of a dataset whose content is hashed (small text files a stage reads); every other file
@@ -124,40 +116,13 @@ def _write_marker(stage_dir: str, fingerprint: str, paths: dict) -> None:
 
 
 def _configure(stage: str, config, workdir: str, dataset: str):
-    """Points the `stage` section of `config` at its places in the work folder; returns the section."""
-    section = getattr(config, stage)
-    if stage == "synth":
-        section.output = os.path.join(workdir, "synth")
-    elif stage in ("ingest", "pairs", "score", "cluster"):
-        reads = {"ingest": dataset, "pairs": os.path.join(workdir, "ingest"),
-                 "score": os.path.join(workdir, "ingest"), "cluster": os.path.join(workdir, "ingest")}
-        section.input, section.output = reads[stage], os.path.join(workdir, stage)
-        if stage == "score":
-            section.model = os.path.join(workdir, "train_ranker", "saved_model")
-    elif stage == "train_ranker":
-        section.input = os.path.join(workdir, "pairs")
-        section.images = os.path.join(workdir, "ingest")
-        section.output = os.path.join(workdir, "train_ranker")
-        truth = os.path.join(dataset, "truth.jsonl")
-        section.truth = section.truth or (truth if os.path.isfile(truth) else "")
-    elif stage == "train_translator":
-        from pop_tf.stages import train_translator
-        for key, value in train_translator.workdir_defaults(workdir).items():
-            setattr(section, key, value)
-    elif stage == "evaluate":
-        from pop_tf.stages import evaluate
-        defaults = evaluate.workdir_defaults(workdir)
-        truth = os.path.join(dataset, "truth.jsonl")  # the dataset's, which need not be <workdir>/synth's
-        defaults["truth"] = truth if os.path.isfile(truth) else ""
-        # Paths the preset or --set named stay; the rest point at this work folder's stages.
-        for key, value in defaults.items():
-            if not getattr(section, key):
-                setattr(section, key, value)
-    elif stage == "export":
-        section.workdir = workdir
-        if config.train_translator.model != "dmit":
-            # the pix2pix generator has no SavedModel of its own (SPEC §7's translator is DMIT's)
-            section.models = [m for m in section.models if m != "translator"]
+    """Points the `stage` section of `config` at its places in the work folder (`contracts.apply`:
+    the dataset's truth file, which need not be <workdir>/synth's); returns the section."""
+    section = getattr(config, contracts.BY_NAME[stage].section)
+    contracts.apply(section, stage, workdir, dataset)
+    if stage == "export" and config.train_translator.model != "dmit":
+        # the pix2pix generator has no SavedModel of its own (SPEC §7's translator is DMIT's)
+        section.models = [m for m in section.models if m != "translator"]
     return section
 
 
@@ -169,14 +134,14 @@ def _run_stage(stage: str, config, workdir: str, dataset: str) -> dict:
     section = _configure(stage, config, workdir, dataset)
     _check_stage_paths(stage, section)
     # An older pop_tf left no record of its outputs there; `check_paths` found the folder pop_tf's.
-    staging.adopt(os.path.join(workdir, stage))
+    staging.adopt(contracts.folder(workdir, stage))
     if stage in ("train_ranker", "train_translator"):
         from pop_tf import training
 
         training.repair_checkpoint_state(os.path.join(section.output, "checkpoints"), stage)
     module = importlib.import_module("pop_tf.synth" if stage == "synth" else f"pop_tf.stages.{stage}")
     # A failed stage leaves no staging folder; a full disk is one sentence naming its folder.
-    with staging.run_scope(os.path.join(workdir, stage)):
+    with staging.run_scope(contracts.folder(workdir, stage)):
         return module.run(section)
 
 
@@ -220,9 +185,9 @@ def check_paths(config, workdir: str, dataset: str = None, stages=STAGE_ORDER) -
         paths.check_apart({"export.export_dir (--export-dir)": config.export.export_dir}, {"--dataset": dataset})
     probe = copy.deepcopy(config)
     for stage in stages:
-        section = _configure(stage, probe, workdir, dataset or os.path.join(workdir, "synth"))
+        section = _configure(stage, probe, workdir, dataset or contracts.folder(workdir, "synth"))
         _check_stage_paths(stage, section)
-        stage_dir = os.path.join(workdir, stage)
+        stage_dir = contracts.folder(workdir, stage)
         if not _made_by_pop_tf(stage, stage_dir):
             raise StageFolderError(f"{stage_dir} holds files no pop_tf run wrote (no {MARKER} marker or {stage} "
                                    "config.json), and the run would write into or replace that folder: move it "
@@ -287,12 +252,12 @@ def _run_stages(config, workdir, dataset, until, from_stage) -> dict:
     # made from what the forced stage replaces, must not still read as complete.
     for stage in sorted(forced):
         with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(workdir, stage, MARKER))
+            os.remove(os.path.join(contracts.folder(workdir, stage), MARKER))
     fingerprints, results = {"dataset": dataset_fingerprint(dataset) if dataset else None}, {}
     for stage in stages:
-        stage_dir = os.path.join(workdir, stage)
+        stage_dir = contracts.folder(workdir, stage)
         if stage == "ingest":
-            dataset = dataset or os.path.join(workdir, "synth")
+            dataset = dataset or contracts.folder(workdir, "synth")
         upstream = [fingerprints.get(name) for name in INPUTS[stage]]
         fingerprint = _fingerprint(getattr(config, stage), upstream)
         started = time.monotonic()

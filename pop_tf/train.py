@@ -33,13 +33,14 @@ def main(argv=None) -> int:
     return module.main(sys.argv[1:] if argv is None else argv)
 
 
-def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
+def run_trainer(argv, model: str, section: str, run) -> int:
     """The shared CLI of the training stages: resolve the section's config, run it, report errors.
 
-    Paths default to their places in `--workdir` (`workdir_defaults(workdir)`); the preset and
-    `--set` override them like any other key.
+    Paths default to their places in `--workdir` (`pop_tf.contracts.paths` of the stage): they
+    replace a preset's paths, and `--set` overrides them like any other key.
     """
     from pop_tf import config as config_lib
+    from pop_tf import contracts
     from pop_tf.errors import report, reportable
     from pop_tf.paths import check_stage
 
@@ -50,7 +51,7 @@ def run_trainer(argv, model: str, section: str, workdir_defaults, run) -> int:
     args = parser.parse_args([model, *argv])
     try:
         config = config_lib.resolve(args.preset, args.sets, default_section=section,
-                                    overrides={section: workdir_defaults(args.workdir)})
+                                    overrides={section: contracts.paths(section, args.workdir)})
         section_config = getattr(config, section)
         if args.dry_run:
             print(json.dumps(config_lib.to_dict(section_config), indent=2, sort_keys=True))

@@ -22,6 +22,7 @@ import os
 import sys
 
 from pop_tf import config as config_lib
+from pop_tf import contracts
 from pop_tf.errors import report, reportable
 from pop_tf.paths import check_stage
 
@@ -85,15 +86,13 @@ def main(argv=None) -> int:
                              "train_translator.epochs=2 (a key without a section belongs to ablation; repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     args = parser.parse_args(argv)
-    from pop_tf.stages import evaluate, train_translator
-
     workdir = os.path.abspath(args.workdir)
     try:
-        overrides = {STAGE: {"output": os.path.join(workdir, STAGE)},
-                     "train_translator": {k: v for k, v in train_translator.workdir_defaults(workdir).items()
-                                          if k != "output"},
-                     "evaluate": {k: v for k, v in evaluate.workdir_defaults(workdir).items()
-                                  if k not in ("pix2pix_variants", "output")}}
+        # What train_translator and evaluate read in the work folder; `run` sets their outputs and
+        # the evaluated pix2pix folders (the variants) itself.
+        overrides = {STAGE: contracts.paths(STAGE, workdir)}
+        for stage in contracts.BY_NAME[STAGE].combines:
+            overrides[stage] = {k: v for k, v in contracts.inputs(stage, workdir).items() if k != "pix2pix_variants"}
         config = config_lib.resolve(args.preset, args.sets, default_section=STAGE, overrides=overrides)
         if args.dry_run:
             print(json.dumps({name: config_lib.to_dict(getattr(config, name))

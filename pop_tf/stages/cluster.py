@@ -309,15 +309,10 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
     }
 
 
-def workdir_defaults(workdir: str) -> dict:
-    """Where the clusterer reads and writes inside a pipeline work folder."""
-    return {"input": os.path.join(workdir, "ingest"), "output": os.path.join(workdir, STAGE)}
-
-
 def main(argv=None) -> int:
     """`python -m pop_tf.train clusterer --workdir W [--preset P] [--set k=v] [--dry-run]`."""
     from pop_tf import train
-    return train.run_trainer(argv, "clusterer", STAGE, workdir_defaults, run)
+    return train.run_trainer(argv, "clusterer", STAGE, run)
 
 
 if __name__ == "__main__":

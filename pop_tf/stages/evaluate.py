@@ -61,7 +61,7 @@ import typing
 import numpy as np
 
 from pop_tf import config as config_lib
-from pop_tf import layout, preprocessing
+from pop_tf import contracts, layout, preprocessing
 from pop_tf.errors import PopTfError, report, reportable
 from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging
@@ -931,26 +931,6 @@ def _plain(value):
     return value
 
 
-def workdir_defaults(workdir: str) -> dict:
-    """Where the evaluator reads and writes inside a pipeline work folder.
-
-    The translator SavedModel and the pix2pix folder are filled in only when train_translator
-    left them there (it writes one or the other, by `train_translator.model`), and the truth file
-    only when the synthetic dataset has one; `--set` overrides any of them.
-    """
-    translator_dir = os.path.join(workdir, "train_translator")
-    saved_model = os.path.join(translator_dir, "saved_model")
-    generator = os.path.join(translator_dir, "generator.weights.h5")
-    truth = os.path.join(workdir, "synth", "truth.jsonl")
-    return {"input": os.path.join(workdir, "score"),
-            "ranker": os.path.join(workdir, "train_ranker", "saved_model"),
-            "translator": saved_model if os.path.isdir(saved_model) else "",
-            "pix2pix_variants": [translator_dir] if os.path.isfile(generator) else [],
-            "clusters": os.path.join(workdir, "cluster"),
-            "truth": truth if os.path.isfile(truth) else "",
-            "output": os.path.join(workdir, STAGE)}
-
-
 def main(argv=None) -> int:
     """`pop-tf evaluate [--workdir W] [--preset P] [--set key=value ...] [--dry-run]`."""
     parser = argparse.ArgumentParser(prog="pop-tf evaluate", description=__doc__.split("\n\n")[0])
@@ -963,7 +943,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     args = parser.parse_args(argv)
     try:
-        overrides = {STAGE: workdir_defaults(os.path.abspath(args.workdir))} if args.workdir else None
+        # Inside a work folder: `contracts` says where (the translator SavedModel or the pix2pix
+        # folder only when train_translator left it, the truth file only when synth wrote one).
+        overrides = {STAGE: contracts.paths(STAGE, os.path.abspath(args.workdir))} if args.workdir else None
         cfg = config_lib.resolve(args.preset, args.sets, default_section=STAGE, overrides=overrides).evaluate
         if args.dry_run:
             print(json.dumps(config_lib.to_dict(cfg), indent=2, sort_keys=True))

@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 from pop_tf import config as config_lib
-from pop_tf import errors, serving
+from pop_tf import contracts, errors, serving
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_apart
 
@@ -76,14 +76,13 @@ def export_model(source: str, base: str, kind: str, limits: dict) -> tuple:
 def check_paths(cfg: config_lib.ExportConfig) -> None:
     """Refuses an export folder that overlaps the work folder's stage folders (which hold the
     models it copies, and which `pop-tf run --from` replaces whole) or holds the work folder."""
-    from pop_tf import pipeline
     from pop_tf.paths import overlap
 
     # Inside the work folder (beside its stages) is fine; the work folder inside it is not.
     if overlap(cfg.export_dir, cfg.workdir) in ("same", "input inside"):
         check_apart({"export.export_dir": cfg.export_dir}, {"export.workdir": cfg.workdir})
-    stage_folders = {f"export.workdir's {stage} folder": os.path.join(cfg.workdir, stage)
-                     for stage in pipeline.STAGE_ORDER}
+    stage_folders = {f"export.workdir's {stage} folder": contracts.folder(cfg.workdir, stage)
+                     for stage in contracts.STAGE_ORDER}
     check_apart({"export.export_dir": cfg.export_dir}, stage_folders)
 
 
@@ -102,14 +101,14 @@ def run(cfg: config_lib.ExportConfig) -> dict:
             raise config_lib.ConfigError(f"config key 'export.models': unknown model {model!r}; "
                                          f"use some of {', '.join(SOURCES)}")
         stage, kind = SOURCES[model]
-        source = os.path.join(cfg.workdir, stage, "saved_model")
+        source = os.path.join(contracts.folder(cfg.workdir, stage), "saved_model")
         if not os.path.isdir(source):
             raise ExportError(f"no {model} SavedModel at {source}; run the {stage} stage first "
                               f"or leave {model} out of export.models")
         target, copied = export_model(source, os.path.join(export_dir, model), kind, limits)
         print(f"export: {model} → {target}" + ("" if copied else " (unchanged, kept)"), file=sys.stderr)
         paths[model] = target
-    output = os.path.join(cfg.workdir, STAGE)
+    output = contracts.folder(cfg.workdir, STAGE)
     manifest = os.path.join(output, "exported.json")
     try:
         with errors.storage_errors(output):

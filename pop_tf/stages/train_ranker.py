@@ -255,13 +255,6 @@ def run(cfg: config_lib.RankerConfig) -> dict:
             "config": os.path.join(cfg.output, layout.CONFIG)}
 
 
-def workdir_defaults(workdir: str) -> dict:
-    """Where the ranker reads and writes inside a pipeline work folder."""
-    truth = os.path.join(workdir, "synth", "truth.jsonl")
-    return {"input": os.path.join(workdir, "pairs"), "images": os.path.join(workdir, "ingest"),
-            "output": os.path.join(workdir, STAGE), "truth": truth if os.path.isfile(truth) else ""}
-
-
 def main(argv=None) -> int:
     from pop_tf import train
-    return train.run_trainer(argv, "ranker", STAGE, workdir_defaults, run)
+    return train.run_trainer(argv, "ranker", STAGE, run)

@@ -45,7 +45,7 @@ import sys
 import time
 
 from pop_tf import config as config_lib
-from pop_tf import precision
+from pop_tf import layout, precision
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_stage
 
@@ -61,7 +61,7 @@ class TranslatorError(PopTfError):
 
 def _read_stats(input_dir: str, wanted: str) -> dict:
     try:
-        with open(os.path.join(input_dir, "stats.json")) as f:
+        with open(os.path.join(input_dir, layout.STATS)) as f:
             return json.load(f)
     except OSError:
         raise TranslatorError(f"{input_dir} has no stats.json; pass {wanted} as train_translator.input") from None
@@ -93,7 +93,7 @@ def _held_out(input_dir: str, stored_size: int, image_size: int, count: int):
     from pop_tf import data
 
     for split in ("test", "train"):
-        pattern = os.path.join(input_dir, f"{split}-*.tfrecord.gz")
+        pattern = layout.shard_pattern(input_dir, split)
         if tf.io.gfile.glob(pattern):
             batch = next(iter(data.post_dataset(pattern, stored_size, count, image_size=image_size)))
             return data.to_signed_unit(batch["edge"]), data.to_signed_unit(batch["image"])
@@ -229,7 +229,7 @@ def compile_dmit(trainer, cfg, learning_rate) -> None:
                     jit_compile=cfg.jit_compile)
 
 
-def _domain_posts(input_dir: str, stored_size: int, image_size: int, count: int) -> dict:
+def _held_out_posts_by_domain(input_dir: str, stored_size: int, image_size: int, count: int) -> dict:
     """Up to `count` held-out posts of each popularity (test split, else train): {0|1: [(image, edge)]}.
 
     Keys index `data.POPULARITIES`; images and edges are uint8 [S, S, 3]. Reading stops as soon as
@@ -240,7 +240,7 @@ def _domain_posts(input_dir: str, stored_size: int, image_size: int, count: int)
     from pop_tf import data
 
     for split in ("test", "train"):
-        pattern = os.path.join(input_dir, f"{split}-*.tfrecord.gz")
+        pattern = layout.shard_pattern(input_dir, split)
         if not tf.io.gfile.glob(pattern):
             continue
         found = {0: [], 1: []}
@@ -367,13 +367,13 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     epochs, decay_epochs, learning_rate = schedule_of(cfg)
     total_steps = epochs * steps_per_epoch
     schedule = training.ConstantThenLinearDecay(learning_rate, total_steps, min(decay_epochs, epochs) * steps_per_epoch)
-    pattern = os.path.join(cfg.input, "train-*.tfrecord.gz")
+    pattern = layout.shard_pattern(cfg.input, "train")
 
     if is_dmit:
         trainer = build_dmit(cfg, num_clusters if clusters else 0, _cluster_args(cfg, clusters), total_steps)
         compile_dmit(trainer, cfg, schedule)
         optimizers = trainer.optimizers
-        preview = _domain_rows(_domain_posts(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges),
+        preview = _domain_rows(_held_out_posts_by_domain(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges),
                                cfg.num_sample_edges, alternate_modality=True)
         make_grid = lambda: dmit_grid(trainer, preview, cfg.seed)  # noqa: E731
         grid_title = "samples (rows: held-out posts; columns: real | rec | fake_enc | fake_rand)"
@@ -422,7 +422,7 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     control.save_final()
 
     if is_dmit:
-        rows = _domain_rows(_domain_posts(cfg.input, stored_size, cfg.image_size, cfg.eval_inputs),
+        rows = _domain_rows(_held_out_posts_by_domain(cfg.input, stored_size, cfg.image_size, cfg.eval_inputs),
                             cfg.eval_inputs, alternate_modality=False)
         outputs = trainer.sample(rows["input"], rows["target"], seed=cfg.seed + 1, num_samples=cfg.eval_samples)
         reconstruction = trainer.translate(rows["input"], rows["input"], rows["source"])
@@ -456,12 +456,6 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     return paths
 
 
-def workdir_defaults(workdir: str) -> dict:
-    """Where the translator reads and writes inside a pipeline work folder."""
-    return {"input": os.path.join(workdir, "score"), "clusters": os.path.join(workdir, "cluster"),
-            "output": os.path.join(workdir, STAGE)}
-
-
 def main(argv=None) -> int:
     from pop_tf import train
-    return train.run_trainer(argv, "translator", STAGE, workdir_defaults, run)
+    return train.run_trainer(argv, "translator", STAGE, run)
