@@ -114,7 +114,7 @@ def beam_runner(default: str):
 
 @dataclasses.dataclass
 class SynthConfig:
-    """The embedded synthetic dataset (SPEC §6).
+    """The embedded synthetic dataset (`pop_tf.synth`).
 
     `broken_share` of the records break each paper filter (age, caption length, hashtag, mention)
     and `num_corrupt` records point at corrupt, non-image or missing files, so that ingest's
@@ -132,7 +132,7 @@ class SynthConfig:
 
 @dataclasses.dataclass
 class IngestConfig:
-    """Beam preprocessing from posts to validated TFRecords (SPEC §3, §4).
+    """Beam preprocessing from posts to validated TFRecords (docs/architecture.md, Input contract).
 
     Images are padded to a square on white and then resized to `image_size`, so the whole
     garment stays in frame and is never cropped or stretched.
@@ -143,7 +143,7 @@ class IngestConfig:
     image_size: int = bounded(64, 16, 1024)
     test_ratio: float = bounded(0.1, 0.0, 1.0, high_open=True)
     num_shards: int = bounded(0, 0, 10_000)  # 0: let the runner decide
-    # Paper filters (SPEC §3); each can be switched off.
+    # Paper filters (docs/architecture.md, Input contract); each can be switched off.
     filter_age: bool = True
     min_age_days: int = bounded(30, 0, 36_500)
     filter_caption: bool = True
@@ -165,7 +165,7 @@ class IngestConfig:
 
 @dataclasses.dataclass
 class PairsConfig:
-    """Popularity-discriminable image pairs (PDIPs) from ingested posts (SPEC §5, Ding et al.).
+    """Popularity-discriminable image pairs (PDIPs) from ingested posts (Ding et al. 2019).
 
     Two posts form a pair when they share a user, were posted within `window_days` of each
     other, and their popularity `log(1 + likes) - log(1 + followers)` differs by at least
@@ -185,7 +185,7 @@ class PairsConfig:
 
 @dataclasses.dataclass
 class RankerConfig:
-    """The siamese popularity ranker (SPEC §5, Ding et al. 2019) and its training run.
+    """The siamese popularity ranker (Ding et al. 2019) and its training run.
 
     `backbone="resnet50"` is the paper's keras.applications ResNet50 (include_top=False, average
     pool); `backbone="small"` is a compact residual network of the same shape (stem, four stages
@@ -261,7 +261,7 @@ class ScoreConfig:
 
 @dataclasses.dataclass
 class ClusterConfig:
-    """EfficientNet-B0 features, k-means and per-cluster statistics (SPEC §5, Suzuki et al. 2022).
+    """EfficientNet-B0 features, k-means and per-cluster statistics (Suzuki et al. 2022).
 
     Features: EfficientNetB0 (include_top=False) at `feature_size` → 7×7×1280 → mean over
     channels → 49-d (for another size, (size/32)² dims). Every cluster keeps the same n−1
@@ -287,7 +287,7 @@ class ClusterConfig:
 class TranslatorConfig:
     """The translation GAN: DMIT (the popularity translator) or Suzuki et al.'s cluster-conditioned pix2pix.
 
-    `model="dmit"` (SPEC §5) trains one multi-domain DMIT on the score stage's output: every
+    `model="dmit"` (Yu et al. 2019) trains one multi-domain DMIT on the score stage's output: every
     popular or unpopular post (the undecided middle is left out) as its colour image or its edge
     map, labelled popularity one-hot ++ modality one-hot. The DMIT keys below default to the
     official DMIT options: style code `style_dim`, content encoder `num_downsampling` stride-2
@@ -405,11 +405,11 @@ class AblationConfig:
 
 @dataclasses.dataclass
 class EvaluateConfig:
-    """The evaluate stage (SPEC §4, §8): popularity uplift, FID, LPIPS diversity, NDB/JSD, report.html.
+    """The evaluate stage (docs/metrics.md): popularity uplift, FID, LPIPS diversity, NDB/JSD, report.html.
 
     Reads the score stage's records (`input`: the test images of each popularity domain, and the
     training images the NDB bins are fitted on), the ranker SavedModel (`ranker`), and optionally
-    the translator SavedModel (`translator`, SPEC §7) and train_translator's pix2pix output
+    the translator SavedModel (`translator`, docs/savedmodels.md) and train_translator's pix2pix output
     folders (`pix2pix_variants`, e.g. one per diversity none / ms / clusters; a clusters variant
     takes its cluster statistics from the folder named in its config.json, else from `clusters`).
     `truth` (a truth.jsonl) adds Kendall tau / Spearman of the ranker's test scores.
@@ -486,7 +486,7 @@ class EvaluateConfig:
 
 @dataclasses.dataclass
 class ExportConfig:
-    """Trained SavedModels into `<export_dir>/<model>/<version>/` (SPEC §7), with serving limits.
+    """Trained SavedModels into `<export_dir>/<model>/<version>/` (docs/savedmodels.md), with serving limits.
 
     The limits bound what one request can make a served model allocate; they are recorded in
     each model's `pop_tf.json` (`limits`), and the training stages' own SavedModels get these

@@ -157,7 +157,7 @@ def edge_to_image_dataset(pattern: str, stored_size: int, image_size: int, batch
     return dataset.prefetch(AUTOTUNE)
 
 
-# Domain labels of DMIT (SPEC §5): popularity one-hot (unpopular, popular) ++ modality one-hot
+# Domain labels of DMIT: popularity one-hot (unpopular, popular) ++ modality one-hot
 # (edge, color). The order is the translator's label layout; serving maps names onto it too.
 POPULARITIES = ("unpopular", "popular")
 MODALITIES = ("edge", "color")

@@ -29,7 +29,7 @@ from pop_tf.errors import PopTfError
 
 MARKER = "_COMPLETE"
 LOCK = ".pop_tf.lock"
-# The full order of SPEC §4 (the contracts' order).
+# The stage order (the contracts' order; docs/architecture.md, Data flow).
 STAGE_ORDER = contracts.STAGE_ORDER
 
 # What each stage reads ("dataset": the synthesised or given dataset). A stage reruns when its
@@ -121,7 +121,7 @@ def _configure(stage: str, config, workdir: str, dataset: str):
     section = getattr(config, contracts.BY_NAME[stage].section)
     contracts.apply(section, stage, workdir, dataset)
     if stage == "export" and config.train_translator.model != "dmit":
-        # the pix2pix generator has no SavedModel of its own (SPEC §7's translator is DMIT's)
+        # the pix2pix generator has no SavedModel of its own (the exported translator is DMIT's)
         section.models = [m for m in section.models if m != "translator"]
     return section
 

@@ -1,4 +1,4 @@
-"""SavedModel builders for other apps (SPEC §7): endpoints, input checks and the model card.
+"""SavedModel builders for other apps (docs/savedmodels.md): endpoints, input checks and the model card.
 
 Every endpoint takes images of any size as uint8 [N, H, W, 3] and fits them into the model's
 S×S square the way ingest did for training (scale the longer side to S, pad the shorter one with
@@ -346,7 +346,7 @@ def set_limits(directory: str, limits: dict) -> None:
 
 def export_ranker(ranker, directory: str, config: dict, data_fingerprint: str, max_pixels: int = None,
                   **card) -> str:
-    """Exports a trained `PopularityRanker` as `directory` (SPEC §7 `saved_models/ranker/<v>`).
+    """Exports a trained `PopularityRanker` as `directory` (docs/savedmodels.md, Ranker).
 
     Endpoints (each also a signature): `score(images: uint8 [N,H,W,3]) → {"score": float32 [N]}`
     and `score_jpeg(encoded: string [N]) → {"score": float32 [N]}` (JPEG or PNG bytes). Images
@@ -385,7 +385,7 @@ def export_ranker(ranker, directory: str, config: dict, data_fingerprint: str, m
 
 def export_clusterer(features_model, stats, directory: str, config: dict, data_fingerprint: str,
                      max_pixels: int = None) -> str:
-    """Exports the clusterer (SPEC §7) into `directory` (replaced whole); returns `directory`.
+    """Exports the clusterer (docs/savedmodels.md) into `directory` (replaced whole); returns `directory`.
 
     Endpoints, each also a signature:
     `embed(images: uint8 [N, H, W, 3]) → {"features": float32 [N, d]}` and
@@ -439,7 +439,7 @@ def export_clusterer(features_model, stats, directory: str, config: dict, data_f
 
 def export_translator(trainer_or_networks, directory: str, config: dict, data_fingerprint: str,
                       max_pixels: int = None, max_samples: int = None, **card) -> str:
-    """Exports a trained DMIT translator as `directory` (SPEC §7 `saved_models/translator/<v>`).
+    """Exports a trained DMIT translator as `directory` (docs/savedmodels.md, Translator).
 
     Endpoints (each also a signature):
     - `translate(content: uint8 [N,H,W,3], reference: uint8 [N,H,W,3], target_domain: string [N])

@@ -1,6 +1,6 @@
-"""The embedded synthetic dataset (SPEC §6).
+"""The embedded synthetic dataset.
 
-`run(SynthConfig)` writes a dataset in the input contract (SPEC §3) that the demo and most tests
+`run(SynthConfig)` writes a dataset in the input contract (docs/architecture.md) that the demo and most tests
 use instead of scraped posts:
 
 ```

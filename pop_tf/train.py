@@ -1,7 +1,8 @@
 """`python -m pop_tf.train ranker|clusterer|translator --workdir W [--preset P] [--set k=v]`.
 
-The training entry point of SPEC §4. Each trainer is a stage module under `pop_tf.stages` whose
-`main(argv)` resolves its config section (`run_trainer`) and trains.
+The training entry point of the trainer stages (docs/architecture.md). Each trainer is a stage
+module under `pop_tf.stages` whose `main(argv)` resolves its config section (`run_trainer`) and
+trains.
 """
 
 import argparse

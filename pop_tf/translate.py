@@ -1,6 +1,6 @@
 """`pop-tf translate`: the translator SavedModel's inference modes on a pair of images.
 
-Works from the exported SavedModel only (SPEC §7), so it shows exactly what other apps get:
+Works from the exported SavedModel only (docs/savedmodels.md), so it shows exactly what other apps get:
 - A→B (style translation): A's content, the style encoded from B, B's domain
   (`translate(A, B, domain_b)`);
 - B→A (content translation, paper 1's "B → A" row): B's content with the style encoded from A,

@@ -1,4 +1,4 @@
-"""Tests of the DMIT translator (pop_tf.models.dmit, SPEC §5 "Translator (DMIT)").
+"""Tests of the DMIT translator (pop_tf.models.dmit, Yu et al. 2019).
 
 Tiny configuration throughout: 32×32 images, base_filters 8, one content and two decoder
 residual blocks, 3-block discriminators, label_dim 4 (popularity one-hot + modality one-hot),
@@ -119,7 +119,7 @@ def test_output_shapes_of_every_network():
 
 
 def test_style_encoder_keeps_the_batch_axis_for_one_image_and_reparameterises():
-    # REFERENCES pitfall 5: the official `.squeeze()` turns [1, 8] into [8].
+    # The official `StyleEncoder.forward` calls `.squeeze()`, which turns [1, 8] into [8].
     encoder = _networks()["style_encoder"]
     image = np.random.default_rng(1).uniform(-1, 1, (1, S, S, 3)).astype(np.float32)
     noise = tf.fill((1, STYLE), 0.5)
@@ -261,7 +261,7 @@ def test_each_optimizer_is_built_on_its_own_variable_set():
 
 
 def test_loss_scale_optimizers_scale_and_unscale_each_step():
-    # Mixed precision (SPEC §2): every step scales its objective with optimizer.scale_loss.
+    # Mixed precision: every step scales its objective with optimizer.scale_loss.
     networks = _networks()
     model = dmit.DMITTrainer(**networks)
     model.compile({name: keras.optimizers.LossScaleOptimizer(optimizer)

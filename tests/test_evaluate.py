@@ -1,6 +1,6 @@
 """The evaluate stage end to end on hand-made inputs whose every figure can be worked out by hand.
 
-Stand-ins with the exact SPEC §7 signatures replace the trained models:
+Stand-ins with the exact signatures of docs/savedmodels.md replace the trained models:
 - the ranker's `score` is the mean brightness / 255, so uplifts are plain arithmetic;
 - the translator's `translate` returns the reference (so style translation gives the popular
   reference and content translation gives the input back), 10 grey levels darker under the

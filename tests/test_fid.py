@@ -1,4 +1,4 @@
-"""Tests of the FID maths and the InceptionV3 feature extractor (pop_tf.metrics.fid, SPEC §2, §8).
+"""Tests of the FID maths and the InceptionV3 feature extractor (pop_tf.metrics.fid, docs/metrics.md).
 
 Nothing is downloaded: the extractor is built with weights="none", and the offline ImageNet case
 is simulated by making keras.applications.InceptionV3 raise what Keras raises without network.

@@ -1,4 +1,4 @@
-"""Tests of LPIPS, its converter and the diversity protocol (pop_tf.metrics.lpips, SPEC §8).
+"""Tests of LPIPS, its converter and the diversity protocol (pop_tf.metrics.lpips, docs/metrics.md).
 
 Nothing is downloaded: the backbone is a randomly initialised VGG16 (weights="none", seeded) or a
 file written here from a random torchvision-layout state dict, and images are 16 to 48 pixels.

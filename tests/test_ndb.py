@@ -1,4 +1,4 @@
-"""Tests of NDB / JSD (pop_tf.metrics.ndb, SPEC §8; Richardson & Weiss 2018)."""
+"""Tests of NDB / JSD (pop_tf.metrics.ndb, docs/metrics.md; Richardson & Weiss 2018)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tests of the cluster-conditioned pix2pix GAN (pop_tf.models.pix2pix, SPEC §5 Diversity).
+"""Tests of the cluster-conditioned pix2pix GAN (pop_tf.models.pix2pix, Suzuki et al. 2022).
 
 Tiny configuration throughout: 32×32 images, base_filters 8, K = 3 clusters, 49-d features
 from a small conv model standing in for EfficientNet-B0.

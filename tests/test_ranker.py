@@ -375,7 +375,7 @@ _FRESH_PROCESS = textwrap.dedent("""
            "signature": model.signatures["score"](images=tf.constant(images))["score"].numpy().tolist(),
            "jpeg": model.score_jpeg(tf.constant([open(sys.argv[3], "rb").read()]))["score"].numpy().tolist(),
            "pop_tf_loaded": "pop_tf" in sys.modules}
-    import tensorflow_hub as hub  # SPEC §2: every exported SavedModel also loads with hub.load
+    import tensorflow_hub as hub  # every exported SavedModel also loads with hub.load (docs/savedmodels.md)
     via_hub = hub.load(sys.argv[1])  # held: a loaded model's functions need its variables alive
     out["hub"] = via_hub.score(images)["score"].numpy().tolist()
     errors = {}

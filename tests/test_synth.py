@@ -1,4 +1,4 @@
-"""Tests of the embedded synthetic dataset (pop_tf.synth, SPEC §6)."""
+"""Tests of the embedded synthetic dataset (pop_tf.synth)."""
 
 import dataclasses
 import datetime as dt

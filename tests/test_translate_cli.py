@@ -1,4 +1,4 @@
-"""`pop-tf translate`: the 10-image grid from a translator SavedModel's endpoints (SPEC §7).
+"""`pop-tf translate`: the 10-image grid from a translator SavedModel's endpoints (docs/savedmodels.md).
 
 A stand-in SavedModel with the translator's exact signatures makes the grid's layout testable
 without training: `translate` returns the reference darkened by 10 × the index of the target

@@ -1,4 +1,4 @@
-"""Tests of the popularity uplift summary (pop_tf.metrics.uplift, SPEC §8), on hand-computed values."""
+"""Tests of the popularity uplift summary (pop_tf.metrics.uplift), on hand-computed values."""
 
 import math
 

@@ -1,4 +1,6 @@
-"""Pure functions from metadata lines to validated post dicts (SPEC §3), testable without Beam.
+"""Pure functions from metadata lines to validated post dicts, testable without Beam.
+
+The input contract and the paper filters: docs/architecture.md, Input contract.
 
 `iter_raw_records` turns a `metadata.jsonl` / `metadata.csv` file into one `RawRecord` per input
 record (a JSON line or a CSV row, which may span several physical lines); `validate_record`
@@ -423,7 +425,7 @@ def validate_record(fields: dict, from_csv: bool = False, now: Optional[datetime
 
 def apply_filters(post: dict, *, filter_age=True, min_age_days=30, filter_caption=True,
                   max_caption_words=6) -> dict:
-    """The paper's filters (SPEC §3). Returns the post unchanged or raises `Rejected`."""
+    """The paper's filters (docs/architecture.md, Input contract). Returns the post or raises `Rejected`."""
     if filter_age:
         for name in ("posted_at", "downloaded_at"):
             if post[f"{name}_unix"] is None:

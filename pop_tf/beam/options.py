@@ -73,7 +73,7 @@ def pipeline_options(beam_args, default_runner: str) -> PipelineOptions:
     """`beam_args` as PipelineOptions; `--runner` defaults to `default_runner`.
 
     Beam's own default runner first downloads the Prism binary, which hangs without network,
-    so pop_tf defaults to the in-process FnApiRunner (SPEC §2); any runner can still be named.
+    so pop_tf defaults to the in-process FnApiRunner; any runner can still be named.
     """
     args = list(beam_args or ())
     parser = _beam_parser()

@@ -1,6 +1,6 @@
 """Popularity-discriminable image pairs (PDIPs): the pair rule as pure functions, no Beam.
 
-The rule (SPEC §5, after Ding et al. 2019; `PairsConfig` holds its settings):
+The rule (after Ding et al. 2019; `PairsConfig` holds its settings):
 
 * popularity `p = log(1 + likes) - log(1 + followers)`: likes normalised by the audience that saw
   the post. A post without a follower count is treated as having 0 followers, so its popularity is

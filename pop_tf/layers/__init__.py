@@ -1,4 +1,4 @@
-"""Reusable Keras 3 layers for the GANs (SPEC §5): PyTorch-faithful normalisation and padding,
+"""Reusable Keras 3 layers for the GANs (DMIT, pix2pix): PyTorch-faithful normalisation and padding,
 DMIT's CBIN, and spectrally normalised conv/residual blocks. Channels-last throughout.
 
 Every layer takes base-layer `**kwargs`, round-trips through `get_config`, and is registered

@@ -1,7 +1,7 @@
 """Normalisation layers with PyTorch's semantics, for faithful ports of DMIT and pix2pix.
 
 Keras 3 has no instance-norm layer; `GroupNormalization(groups=-1)` computes one but with
-epsilon 1e-3 and an affine transform on by default (SPEC §2), and `LayerNormalization` over
+epsilon 1e-3 and an affine transform on by default (PyTorch: 1e-5, none), and `LayerNormalization` over
 (H, W, C) learns one scale per element instead of one per channel. These layers reproduce the
 PyTorch layers the reference code uses. All expect channels-last input.
 """

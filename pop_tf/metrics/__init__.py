@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC §8): numpy in, floats out.
+"""Evaluation metrics (protocols: docs/metrics.md): numpy in, floats out.
 
 - `pop_tf.metrics.fid`: Fréchet distance between Gaussian fits of feature activations, and the
   InceptionV3 feature extractor that produces them.

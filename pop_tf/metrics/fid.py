@@ -1,18 +1,18 @@
-"""Fréchet Inception Distance (SPEC §8): the maths, and the InceptionV3 feature extractor.
+"""Fréchet Inception Distance: the maths, and the InceptionV3 feature extractor.
 
 The maths (`frechet_distance`, `activation_statistics`, `fid_from_activations`) needs only numpy
 and scipy and works on any feature vectors. The extractor (`InceptionFeatures`) loads TensorFlow
 lazily, on construction, so importing this module stays cheap.
 
-Comparability (SPEC §2): published FID numbers use the 2015-12-05 TensorFlow Inception graph.
+Comparability: published FID numbers use the 2015-12-05 TensorFlow Inception graph.
 `keras.applications.InceptionV3(weights="imagenet")` is a different training run with different
 weights, so distances computed with it are *FID-like*: useful to rank models against each other
 within pop_tf, never to compare with a paper. Every result therefore carries a metric name,
 `"fid"` only for a converted file of the standard weights, else `"fid_like"`.
 
-Protocol (SPEC §8): 2048-d average-pool features at 299×299, statistics and distance in float64,
-generated images compared with real *test* images of the target domain (not with the images they
-were translated from).
+Protocol (docs/metrics.md, FID and FID-like): 2048-d average-pool features at 299×299,
+statistics and distance in float64, generated images compared with real *test* images of the
+target domain (not with the images they were translated from).
 
 References:
     Heusel, Ramsauer, Unterthiner, Nessler, Hochreiter. "GANs Trained by a Two Time-Scale Update
@@ -232,7 +232,7 @@ class InceptionFeatures:
     Images of any size are resized to 299×299 (bilinear) and scaled with
     `keras.applications.inception_v3.preprocess_input` (to [-1, 1]).
 
-    Weights (SPEC §2):
+    Weights:
         - `"imagenet"`: the Keras ImageNet weights, downloaded by Keras into its cache on first
           use. Offline, place `inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5` in
           `~/.keras/models/` (or `$KERAS_HOME/models/`). Results are labelled `"fid_like"`.
@@ -389,7 +389,7 @@ def fid(real_images, generated_images, extractor, batch_size=32):
     """FID (or FID-like distance) between real and generated images.
 
     Args:
-        real_images: [N, H, W, 3] images in [0, 255]; per SPEC §8, real *test* images of the
+        real_images: [N, H, W, 3] images in [0, 255]; in pop_tf's protocol, real *test* images of the
             target domain. N ≥ 2 (thousands for a stable estimate).
         generated_images: [M, H, W, 3] images in [0, 255], M ≥ 2.
         extractor: an `InceptionFeatures` (or any callable `(images, batch_size) -> [N, d]` with a

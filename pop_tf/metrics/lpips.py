@@ -1,4 +1,4 @@
-"""LPIPS (Zhang et al. 2018) on a Keras VGG16, and the LPIPS-diversity protocol of SPEC §8.
+"""LPIPS (Zhang et al. 2018) on a Keras VGG16, and the LPIPS-diversity protocol (docs/metrics.md).
 
 The network is built as in the published `lpips` v0.1 package (`LPIPS(net="vgg")`):
 
@@ -273,7 +273,7 @@ class LPIPS:
     """LPIPS distance between pairs of images, on a Keras VGG16 (see the module docstring).
 
     Args:
-        weights: the VGG16 backbone (SPEC §2): `"imagenet"` (Keras ImageNet weights, Caffe
+        weights: the VGG16 backbone: `"imagenet"` (Keras ImageNet weights, Caffe
             conversion; downloaded on first use), `"none"` (random, for tests), or the path of a
             Keras weights file for `keras.applications.VGG16(include_top=False)`, such as a
             torchvision conversion written by `pop_tf.metrics.lpips_convert --vgg`.
@@ -444,7 +444,7 @@ class LPIPS:
 
 
 # ---------------------------------------------------------------------------------------------
-# Diversity (SPEC §8)
+# Diversity (docs/metrics.md, LPIPS and LPIPS diversity)
 # ---------------------------------------------------------------------------------------------
 
 

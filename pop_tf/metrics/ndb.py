@@ -1,4 +1,4 @@
-"""NDB and JSD: Number of statistically Different Bins (Richardson & Weiss 2018), SPEC §8.
+"""NDB and JSD: Number of statistically Different Bins (Richardson & Weiss 2018), docs/metrics.md.
 
 Training samples are split into K bins by k-means; generated samples are assigned to the nearest
 bin centre. A bin whose share of generated samples differs significantly from its share of

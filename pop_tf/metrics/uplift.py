@@ -1,4 +1,4 @@
-"""Popularity uplift (SPEC §8): how much translation raises the ranker's popularity score.
+"""Popularity uplift (docs/metrics.md): how much translation raises the ranker's popularity score.
 
 For every translated image the uplift is `score(translated) - score(input)`, both scores from the
 same popularity ranker. The summary gives the mean uplift ± its standard error, the median, the
@@ -10,8 +10,9 @@ needs another threshold (`threshold=`, giving `share_above_threshold`); the shar
 still reported for comparison with the paper, and the share of *inputs* above the threshold is
 the baseline to read it against.
 
-The two translation modes of SPEC §7 (style: content of an unpopular image, style of a popular
-one; content: the other way round) are compared with `compare_modes`, one row per mode.
+The translation modes (style: content of an unpopular image, style of a popular one; content:
+the other way round; docs/metrics.md, Popularity uplift) are compared with `compare_modes`, one
+row per mode.
 
 References:
     Popularity-GAN thesis material, baharehmn/thesis (2022), `Results.xlsx`: 21 pairs, mean

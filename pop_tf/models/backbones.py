@@ -1,4 +1,4 @@
-"""Pretrained backbones from keras.applications or TF-Hub, with the `weights` option of SPEC §2.
+"""Pretrained backbones from keras.applications or TF-Hub, with the `weights` option of every model.
 
 Every model that uses a pretrained network takes `weights`:
 - `"imagenet"`: Keras downloads the ImageNet weights into its cache on first use. Offline this
@@ -137,7 +137,7 @@ class HubFeatures(_keras_layer_base()):
         WeightsError: when the module cannot be loaded (offline handle, missing folder).
 
     Reference:
-        SPEC §2 (TF-Hub): `hub.KerasLayer` only works inside tf_keras models.
+        docs/architecture.md, Platform notes: `hub.KerasLayer` only works inside tf_keras models.
     """
 
     def __init__(self, handle, trainable=False, **kwargs):

@@ -10,7 +10,7 @@ Two halves that meet only at a feature matrix:
   `assign` (nearest centre) and `mahalanobis` (the masked distance of the L_m loss), with
   `ClusterStats` saved to a pickle-free `.npz`.
 
-Per-cluster covariance (SPEC §5; Suzuki et al. 2022, §3). A cluster with n_i members has a
+Per-cluster covariance (Suzuki et al. 2022, §3). A cluster with n_i members has a
 sample covariance of rank at most n_i − 1, so with n_i ≤ d (d = 49) Σ_i cannot be inverted. The
 paper's rule: n is the size of the SMALLEST cluster, and EVERY cluster keeps the same n − 1
 features, those of largest variance within that smallest cluster (all d when n − 1 ≥ d); the

@@ -1,6 +1,6 @@
 """DMIT: multi-mapping image-to-image translation by disentangling content and style.
 
-The translation module of the popularity paper (SPEC §5 "Translator (DMIT)"), ported from the
+The translation module of the popularity paper (Yu et al. 2019's DMIT), ported from the
 official PyTorch code (Xiaoming-Yu/DMIT, `models/modules/network.py`, `models/base_model.py`):
 
 - `ContentEncoder` E_c: image → domain-invariant content tensor (256 × S/4 × S/4 at paper
@@ -37,7 +37,7 @@ LSGAN content GAN (real = (content, c_src), fake = (same content, c_tgt)); KL su
 adversarial 1; prior styles N(0, I).
 
 Deviations, each for a reason (see also the method docstrings):
-- One optimizer per variable set (SPEC §2; a Keras optimizer is bound to the variables it was
+- One optimizer per variable set (a Keras 3 optimizer is bound to the variables it was
   built with): the full-generator step, the decoder-only step and the content-encoder-only step
   have three separate Adam instances. The official code has one Adam per NETWORK, so its decoder
   shares moment estimates between the generator step and the decoder-only step.
@@ -210,7 +210,7 @@ class StyleEncoder(keras.Model):
     (IN, LReLU; channels base·(n+1), capped at 4·base, i.e. 64 → 128 → 192 → 256) →
     LReLU → global average pool → two SN-dense heads for μ and logvar; style = μ +
     noise·exp(logvar / 2). The pooled features keep their batch axis for N = 1 (the official
-    code's `.squeeze()` drops it, REFERENCES pitfall 5).
+    code's `.squeeze()` in `StyleEncoder.forward` drops it).
 
     Use `encode` to get the style from a seed (or the mean) without building the noise.
 
@@ -568,7 +568,7 @@ class ContentDiscriminator(keras.Model):
     logit map [N, h', w', 1] (2×2 at 256² images; LSGAN). The head has `base_filters`
     channels (the official ndf = the content channels, 256), the blocks double them up to
     `max_filters` (official 512). Trained with real = (content, source label) and fake = (the
-    SAME content, target label) (REFERENCES pitfall 2), so it learns whether a content tensor
+    SAME content, target label), as DMIT's `models/base_model.py`, so it learns whether a content tensor
     still tells its domain apart, and the encoder learns to hide it.
 
     Args:
@@ -844,8 +844,8 @@ class DMITTrainer(keras.Model):
       exactly as `ClusterPix2Pix` does (called with training=False, kept out of Keras
       tracking, watched by no tape).
 
-    Distribution: mean losses are divided by the number of replicas before the gradient (SPEC
-    §2); the summed KL is not, so the gradient is that of the KL summed over the GLOBAL batch,
+    Distribution: mean losses are divided by the number of replicas before the gradient (Keras
+    does not); the summed KL is not, so the gradient is that of the KL summed over the GLOBAL batch,
     as DMIT's is over its batch. Optimizers may be `LossScaleOptimizer`s: every step scales its
     objective with `optimizer.scale_loss`.
 

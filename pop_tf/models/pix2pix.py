@@ -1,6 +1,6 @@
 """Cluster-conditioned pix2pix with mode seeking: Suzuki et al.'s edges → colour garment GAN.
 
-Three parts (SPEC §5 "Diversity (Suzuki)"):
+Three parts (Suzuki et al. 2022):
 - `UNetGenerator`: pix2pix's U-Net with the noise z and the one-hot cluster id concatenated to
   the input of EVERY encoder layer (BicycleGAN's `G_Unet_add_all`, which MSGAN's pix2pix uses);
   its depth follows the image size down to a 1×1 bottleneck, so 32² and 256² both work.

@@ -16,7 +16,7 @@ Outputs in `cluster.output` (written into a staging folder, then installed toget
 - `contact_sheet.png`: the paper's Fig. 6, one row per cluster (cluster 0, the largest, on top):
   up to `examples_per_cluster` training images closest to the centre, after a label tile.
 - `feature_extractor.weights.h5`: the exact extractor weights (the translator's E loads them).
-- `saved_model/`: the clusterer SavedModel of SPEC §7 (`embed`, `assign`, `pop_tf.json`).
+- `saved_model/`: the clusterer SavedModel (`embed`, `assign`, `pop_tf.json`; docs/savedmodels.md, Clusterer).
 - `config.json`: the resolved `cluster` section.
 
 The data fingerprint is a sha256 over the sorted digests of the training records, so it names

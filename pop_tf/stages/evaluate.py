@@ -1,11 +1,12 @@
 """The `evaluate` stage (TFX Evaluator): popularity uplift, FID, LPIPS diversity, NDB/JSD, report.
 
 Reads the score stage's records (`<input>/test-*`, `train-*.tfrecord.gz`, each post with its
-popularity domain), the ranker SavedModel, and, when given, the translator SavedModel (SPEC §7,
+popularity domain), the ranker SavedModel, and, when given, the translator SavedModel (docs/savedmodels.md,
 used through its `translate`, `sample` and `domains` endpoints only, exactly as other apps use
 it) and train_translator's pix2pix output folders (generator rebuilt from `config.json`,
-weights from `generator.weights.h5`). Every protocol follows SPEC §8, avoiding the mistakes of
-the published evaluations (REFERENCES §3):
+weights from `generator.weights.h5`). Every protocol is in docs/metrics.md, which also lists the
+shortcuts of the published evaluations it avoids (the Popularity-GAN thesis material,
+baharehmn/thesis: FID and LPIPS between inputs and their own translations):
 
 - **Popularity uplift**: the ranker's score of a translated image minus that of its unpopular
   input A, for style translation (`translate(A, B, "popular/color")`: A's content, B's style)

@@ -2,7 +2,7 @@
 
 Each training stage already writes its SavedModel (`<workdir>/train_ranker/saved_model`,
 `<workdir>/cluster/saved_model`, `<workdir>/train_translator/saved_model`), tested there with the
-endpoints of SPEC §7. Export copies each into `<export_dir>/<model>/<v>/`, `<v>` the next integer
+endpoints of docs/savedmodels.md. Export copies each into `<export_dir>/<model>/<v>/`, `<v>` the next integer
 version as TF Serving expects. A model whose `pop_tf.json` equals that of the newest version
 (same kind, config and training-data fingerprint) is not copied again, so rerunning the pipeline
 does not pile up identical versions. The copy goes to a hidden temporary folder first and is

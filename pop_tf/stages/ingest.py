@@ -1,11 +1,11 @@
-"""Ingest stage: a Beam pipeline from posts (SPEC §3) to validated, split GZIP TFRecords.
+"""Ingest stage: a Beam pipeline from posts (docs/architecture.md) to validated, split GZIP TFRecords.
 
     metadata ─ read records ─ validate ─ dedupe post_id ─ paper filters ─ read + decode image ─
       pad/resize, edge map, hashes ─ exact and near-duplicate removal ─ split by hash(post_id) ─
       train-*.tfrecord.gz / test-*.tfrecord.gz         (every other record → rejects.jsonl)
 
 Sources and sinks go through Beam's FileSystems layer and `Create([path]) → FlatMap → Reshuffle`,
-which works on every runner (SPEC §2: `ReadFromText` fails on Dask). The job then counts what it
+which works on every runner (`ReadFromText` fails on Beam's Dask runner). The job then counts what it
 wrote from the output files themselves, checks `accepted + rejected == input records`, and only
 then moves the outputs from a staging folder into place, so a killed or miscounted run never
 leaves outputs that look complete.
@@ -51,7 +51,7 @@ def find_metadata(dataset: str) -> str:
         if FileSystems.exists(path):
             return path
     raise IngestError(
-        f"no {' or '.join(metadata.METADATA_NAMES)} in dataset folder '{dataset}' (SPEC §3 input contract)")
+        f"no {' or '.join(metadata.METADATA_NAMES)} in dataset folder '{dataset}' (see docs/architecture.md)")
 
 
 def _local_path(path: str):

@@ -9,7 +9,7 @@ from test posts, so the ranker's test accuracy is measured on images it never sa
 the fair, seeded choice of pairs are documented in `pop_tf.beam.pairing`.
 
 Like ingest, the job reads with `Create([paths]) → FlatMap → Reshuffle` (works on every runner,
-SPEC §2), writes into a staging folder, counts what it wrote from the output files themselves,
+Dask included), writes into a staging folder, counts what it wrote from the output files themselves,
 checks those counts against what the pipeline says it produced (a sink that silently loses records
 fails the job) and against ingest's own stats, and only then moves the outputs into place.
 

@@ -12,7 +12,7 @@ which on one machine already uses every core through TF's own thread pools; Beam
 processes would each load the model and split the cores between them, and the domain thresholds
 need all training scores before any record can be labelled (a second pass either way). A user who
 outgrows one machine can call the same `score` endpoint from a `ModelHandler` over
-`tf.saved_model.load` in Beam (SPEC §2).
+`tf.saved_model.load` in Beam (Beam's `TFModelHandler*` loads only `.keras` files under Keras 3).
 
 Outputs in the output folder: `train-*`/`test-*.tfrecord.gz` (scored post records, one shard per
 ingest shard), `scores.csv` (post_id, split, score, domain, likes, followers; an id a

@@ -5,7 +5,7 @@ the output folder:
 - `checkpoints/` — `tf.train.CheckpointManager` every `checkpoint_every` steps; a rerun restores
   the newest readable checkpoint and continues its step count (a corrupt newest checkpoint falls
   back to the one before);
-- `saved_model/` — the ranker SavedModel of SPEC §7 (`score`, `score_jpeg`, `pop_tf.json`),
+- `saved_model/` — the ranker SavedModel (`score`, `score_jpeg`, `pop_tf.json`; docs/savedmodels.md),
   which the score stage uses and the export stage versions;
 - `metrics.json` — held-out `pairwise_accuracy` and loss, and, where a truth file exists,
   `kendall_tau` and `spearman` between scores and the hidden intrinsic popularity of the

@@ -1,12 +1,13 @@
 """The `train_translator` stage: the translation GANs trained with `fit()`.
 
-`model="dmit"` (the popularity translator, SPEC §5): one multi-domain DMIT
+`model="dmit"` (the popularity translator, Yu et al. 2019): one multi-domain DMIT
 (`pop_tf.models.dmit.DMITTrainer`) over four domains, popularity (unpopular, popular) ×
 modality (edge, color). It reads the score stage's output (`<input>/train-*.tfrecord.gz`, posts
 with a popularity domain; the undecided middle is left out), each example the post's colour image
 or its edge map (½ each), and pairs random examples (`pop_tf.data.domain_pair_dataset`). Records
-without popularity domains (an ingest output) are refused. Writes the translator SavedModel of
-SPEC §7 (`translate`, `sample`, `domains`) to `<output>/saved_model/` (`serving.export_translator`).
+without popularity domains (an ingest output) are refused. Writes the translator SavedModel
+(`translate`, `sample`, `domains`; docs/savedmodels.md) to `<output>/saved_model/`
+(`serving.export_translator`).
 
 `model="pix2pix"`: Suzuki et al.'s cluster-conditioned edge map → colour garment GAN
 (`pop_tf.models.pix2pix`) on the posts' edge maps and images of an ingest or score output.
