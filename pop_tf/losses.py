@@ -11,8 +11,8 @@ Conventions:
   not a bare list of numbers, for a single scale). The loss is the SUM over scales of the
   per-scale MEAN, as in both DMIT (`util/loss.py`) and BicycleGAN/MSGAN (`GANLoss`).
 - Means are over the whole tensor (batch included), like PyTorch's `reduction="mean"`. Under a
-  `tf.distribute` strategy the caller divides by the number of replicas (Keras leaves it to train_step): these
-  functions do not know about replicas.
+  `tf.distribute` strategy the caller divides by the number of replicas (Keras leaves it to
+  train_step): these functions do not know about replicas.
 - Several "fake" sets (for example DMIT's real-image-with-wrong-label term) share the fake side
   of the discriminator loss: their terms are AVERAGED, so the real and fake sides keep equal
   weight. With one extra set this is DMIT's 1 + 0.5 + 0.5 weighting exactly.
@@ -254,8 +254,8 @@ def mode_seeking_loss(images_1, images_2, z_1, z_2, eps=1e-5):
 def dmit_diversity_loss(images_1, images_2, z_1, z_2, eps=1e-5):
     """DMIT's diversity regulariser: L_div = mean|z1 − z2| / (mean|G(z1) − G(z2)| + eps).
 
-    MSGAN-like, but eps is added to the image distance rather than to the ratio as in
-    MSGAN's 1/(ratio + eps), and DMIT weighs it 0.05 instead of MSGAN's 1. The two agree up to O(eps).
+    MSGAN-like, but eps is added to the image distance rather than to the ratio (MSGAN:
+    1/(ratio + eps)), and DMIT weighs it 0.05 instead of MSGAN's 1. The two agree up to O(eps).
 
     Args:
         images_1: generated images for latent codes `z_1`, shape [N, H, W, C].

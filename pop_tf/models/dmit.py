@@ -845,8 +845,8 @@ class DMITTrainer(keras.Model):
       tracking, watched by no tape).
 
     Distribution: mean losses are divided by the number of replicas before the gradient (Keras
-    leaves that to train_step); the summed KL is not, so the gradient is that of the KL summed over the GLOBAL batch,
-    as DMIT's is over its batch. Optimizers may be `LossScaleOptimizer`s: every step scales its
+    leaves that to train_step); the summed KL is not, so the gradient is that of the KL summed
+    over the GLOBAL batch, as DMIT's is over its batch. Optimizers may be `LossScaleOptimizer`s: every step scales its
     objective with `optimizer.scale_loss`.
 
     Args:
