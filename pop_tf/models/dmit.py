@@ -844,9 +844,9 @@ class DMITTrainer(keras.Model):
       exactly as `ClusterPix2Pix` does (called with training=False, kept out of Keras
       tracking, watched by no tape).
 
-    Distribution: mean losses are divided by the number of replicas before the gradient (Keras
-    leaves that to train_step); the summed KL is not, so the gradient is that of the KL summed
-    over the GLOBAL batch, as DMIT's is over its batch. Optimizers may be `LossScaleOptimizer`s: every step scales its
+    Distribution: mean losses are divided by the number of replicas before the gradient (here, not
+    by Keras); the summed KL is not, so the gradient is that of the KL summed over the GLOBAL batch,
+    as DMIT's is over its batch. Optimizers may be `LossScaleOptimizer`s: every step scales its
     objective with `optimizer.scale_loss`.
 
     Args:
