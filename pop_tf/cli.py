@@ -51,15 +51,26 @@ def cmd_synth(args, extra) -> int:
 
 
 def _stage(stage: str, flags, beam: bool = True):
-    """A command for a stage module `pop_tf.stages.<stage>`; for Beam stages unknown flags go to Beam."""
+    """A command for a stage module `pop_tf.stages.<stage>`; for Beam stages unknown flags go to Beam.
+
+    A `--workdir` (the training stages') fills every path from the stage's contract first, as
+    `python -m pop_tf.train` does; the command's own flags and `--set` then override them.
+    """
 
     def command(args, beam_args) -> int:
         if not beam:
             _no_extra(beam_args)
-        cfg = getattr(config_lib.resolve(args.preset, args.sets, stage, _flag_overrides(stage, args, flags)), stage)
+        overrides = _flag_overrides(stage, args, flags)
+        if getattr(args, "workdir", None):
+            from pop_tf import contracts
+            overrides = {stage: {**contracts.paths(stage, args.workdir), **overrides.get(stage, {})}}
+        cfg = getattr(config_lib.resolve(args.preset, args.sets, stage, overrides), stage)
         if args.dry_run:
             _print_config(cfg)
             return 0
+        if stage in _TRAINERS:
+            from pop_tf.paths import check_stage
+            check_stage(stage, cfg)
         module = importlib.import_module(f"pop_tf.stages.{stage}")
         paths = module.run(cfg, beam_args) if beam else module.run(cfg)
         print(json.dumps({k: v for k, v in paths.items() if k not in ("train", "test")}, indent=2))
@@ -73,6 +84,11 @@ cmd_pairs = _stage("pairs", ("input", "output"))
 cmd_score = _stage("score", ("input", "model", "output"), beam=False)
 cmd_cluster = _stage("cluster", ("input", "output"), beam=False)
 cmd_export = _stage("export", ("workdir", "export_dir"), beam=False)
+_TRAINERS = {
+    "train_ranker": "train the siamese popularity ranker on the pairs (also: python -m pop_tf.train ranker)",
+    "train_translator": "train the translator, DMIT or cluster-conditioned pix2pix "
+                        "(also: python -m pop_tf.train translator)",
+}
 
 
 def cmd_run(args, extra) -> int:
@@ -163,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-dir", dest="export_dir", help="serving folder (default ./saved_models)")
     _common(p)
     p.set_defaults(func=cmd_export)
+
+    for stage, help_text in _TRAINERS.items():
+        p = sub.add_parser(stage, help=help_text)
+        p.add_argument("--workdir", help="pipeline work folder: every input and output path at its place there")
+        p.add_argument("--output", help="output folder (overrides the work folder's)")
+        _common(p)
+        p.set_defaults(func=_stage(stage, ("output",), beam=False))
 
     p = sub.add_parser("bench", help="measured speed figures (see `pop-tf bench --help`)", add_help=False)
     p.set_defaults(func=cmd_bench)

@@ -135,3 +135,22 @@ def test_the_workdir_entry_points_take_their_paths_from_the_table(tmp_path, caps
     assert resolved["train_translator"]["output"] == ""  # set per variant
     assert resolved["evaluate"]["ranker"] == os.path.join(w, "train_ranker", "saved_model")
     assert resolved["evaluate"]["output"] == ""
+
+
+def test_every_pipeline_stage_is_a_pop_tf_command_and_trainers_take_a_workdir(tmp_path, capsys):
+    from pop_tf import cli
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert set(contracts.STAGE_ORDER) <= set(commands)
+    w = str(tmp_path / "w")
+    for stage in ("train_ranker", "train_translator"):
+        assert cli.main([stage, "--workdir", w, "--dry-run"]) == 0
+        resolved = json.loads(capsys.readouterr().out)
+        assert {k: resolved[k] for k in contracts.paths(stage, w)} == contracts.paths(stage, w)
+        # The command's own flag and --set both override the work folder's places.
+        assert cli.main([stage, "--workdir", w, "--output", str(tmp_path / "o"),
+                         "--set", f"input={tmp_path / 'i'}", "--dry-run"]) == 0
+        resolved = json.loads(capsys.readouterr().out)
+        assert (resolved["output"], resolved["input"]) == (str(tmp_path / "o"), str(tmp_path / "i"))
+    # Input and output folders that overlap are refused before any training starts.
+    assert cli.main(["train_ranker", "--workdir", w, "--output", os.path.join(w, "pairs")]) != 0
+    assert "train_ranker.output" in capsys.readouterr().err
