@@ -34,6 +34,7 @@ the job again with 2 worker processes. Each figure is the median of `--repeats` 
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import statistics
 import sys
@@ -42,6 +43,8 @@ import time
 
 from pop_tf import config as config_lib
 from pop_tf import contracts, layout
+
+log = logging.getLogger(__name__)
 
 TF_BENCHMARKS = ("ranker", "translator", "serving", "sample", "input", "matmul")
 WARMUP_CALLS = 2
@@ -104,7 +107,7 @@ def bench_ingest(num_images: int, size: int, source_size: int, repeats: int) -> 
 
     with tempfile.TemporaryDirectory(prefix="pop_tf_bench_") as tmp:
         dataset = os.path.join(tmp, "dataset")
-        print(f"bench ingest: writing {num_images} synthetic posts at {source_size}px …", file=sys.stderr)
+        log.info(f"bench ingest: writing {num_images} synthetic posts at {source_size}px …")
         synth.run(config_lib.SynthConfig(output=dataset, num_posts=num_images, image_size=source_size, seed=0))
 
         def ingest_with(args):
@@ -120,7 +123,7 @@ def bench_ingest(num_images: int, size: int, source_size: int, repeats: int) -> 
         }
         results = {}
         for name, fn in runs.items():
-            print(f"bench ingest: {name} ×{repeats} …", file=sys.stderr)
+            log.info(f"bench ingest: {name} ×{repeats} …")
             results[name] = _timed(fn, repeats)
             results[name]["images_per_s"] = num_images / results[name]["median_s"]
     plain = results["plain_pil_loop"]["images_per_s"]
@@ -334,7 +337,7 @@ def _input_pipeline(pairs: str, size: int, batch: int, repeats: int) -> dict:
             pairs = contracts.folder(tmp, "pairs")
         with open(os.path.join(pairs, layout.STATS)) as f:
             stored = json.load(f)["image_size"]
-        print(f"bench: input pipeline from {pairs} …", file=sys.stderr)
+        log.info(f"bench: input pipeline from {pairs} …")
         return bench_input(pairs, stored, size, batch, repeats)
 
 
@@ -380,21 +383,19 @@ def bench_tf(what: list, backbone: str, size: int, batch: int, repeats: int, jit
     for precision in precisions:
         rows = {}
         if "ranker" in what:
-            print(f"bench: ranker train step ({backbone}, {size}², {batch} pairs, {precision}) …", file=sys.stderr)
+            log.info(f"bench: ranker train step ({backbone}, {size}², {batch} pairs, {precision}) …")
             rows["ranker_train_step"] = _with_peak(bench_ranker(backbone, size, batch, repeats, jit, precision),
                                                    results, precision)
         if "translator" in what:
             cfg = dataclasses.replace(translator, mixed_precision=precision)
-            print(f"bench: DMIT train iteration (base_filters {cfg.base_filters}, {size}², {batch} images, "
-                  f"{precision}) …", file=sys.stderr)
+            log.info(f"bench: DMIT train iteration (base_filters {cfg.base_filters}, {size}², {batch} images, "
+                     f"{precision}) …")
             rows["translator_train_step"] = _with_peak(bench_translator(cfg, batch, repeats), results, precision)
         if "serving" in what:
-            print(f"bench: ranker SavedModel vs Keras ({backbone}, {size}², batch {batch}, {precision}) …",
-                  file=sys.stderr)
+            log.info(f"bench: ranker SavedModel vs Keras ({backbone}, {size}², batch {batch}, {precision}) …")
             rows.update(bench_serving(backbone, size, batch, repeats, precision))
         if "sample" in what:
-            print(f"bench: translator SavedModel sample vs Keras ({size}², batch {batch}, {precision}) …",
-                  file=sys.stderr)
+            log.info(f"bench: translator SavedModel sample vs Keras ({size}², batch {batch}, {precision}) …")
             rows.update(bench_sample(dataclasses.replace(translator, mixed_precision=precision), batch, repeats))
         _add_rows(results, rows, precision)
     if "input" in what:
@@ -520,4 +521,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from pop_tf.cli import configure_logging
+    configure_logging()
     sys.exit(main())

@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pop-tf", description="Popularity-driven, diverse garment image generation (TensorFlow).")
     parser.add_argument("--version", action="version", version=f"pop_tf {__version__}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
+                          help="show warnings and errors only (before COMMAND)")
+    loudness.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
+                          help="show debug messages, and TensorFlow's and Beam's INFO (before COMMAND)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("synth", help="write the embedded synthetic dataset")
@@ -214,15 +219,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def configure_logging(verbosity: int = 0) -> None:
+    """What the command lines show: pop_tf's progress at INFO, -1 warnings only, 1 debug too.
+
+    Library code only logs (the `pop_tf` logger tree); this is the one place that decides where
+    it goes, and it steps aside when the host (a notebook, pytest, an app) has configured
+    logging already.
+    """
     # TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, oneDNN notes) are not
     # for users of a command line; TF_CPP_MIN_LOG_LEVEL=0 brings them back.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if logging.getLogger().handlers:
+        return
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(message)s")
     for noisy in ("apache_beam", "absl", "tensorflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(max(level, logging.INFO if verbosity > 0 else logging.WARNING))
+
+
+def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    configure_logging(args.verbosity)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -18,14 +18,16 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 import time
 
 from pop_tf import config as config_lib
 from pop_tf import contracts
 from pop_tf.errors import PopTfError
+
+log = logging.getLogger(__name__)
 
 MARKER = "_COMPLETE"
 LOCK = ".pop_tf.lock"
@@ -234,7 +236,7 @@ def run(config: config_lib.Config, workdir: str, dataset: str = None, until: str
     os.makedirs(workdir, exist_ok=True)
     with _locked(workdir):
         results = _run_stages(config, workdir, dataset, until, from_stage)
-    print(summary(results), file=sys.stderr)
+    log.info(summary(results))
     return results
 
 
@@ -264,14 +266,14 @@ def _run_stages(config, workdir, dataset, until, from_stage) -> dict:
         if stage in forced:
             shutil.rmtree(stage_dir, ignore_errors=True)  # checkpoints too: --from means from scratch
         if _read_marker(stage_dir) == fingerprint:
-            print(f"[{stage}] complete with the same inputs, skipped", file=sys.stderr, flush=True)
+            log.info(f"[{stage}] complete with the same inputs, skipped")
             with open(os.path.join(stage_dir, MARKER)) as f:
                 results[stage] = json.load(f)["outputs"]
         else:
-            print(f"[{stage}] running …", file=sys.stderr, flush=True)
+            log.info(f"[{stage}] running …")
             results[stage] = _run_stage(stage, config, workdir, dataset)
             _write_marker(stage_dir, fingerprint, results[stage])
-            print(f"[{stage}] done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+            log.info(f"[{stage}] done in {time.monotonic() - started:.1f}s")
         fingerprints[stage] = fingerprint
         if stage == "synth":  # its files, as written (and as anyone may have edited them since)
             content = dataset_fingerprint(stage_dir)

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from pop_tf.cli import configure_logging
+    configure_logging()
     args = build_parser().parse_args(argv)
     module = importlib.import_module(TRAINERS[args.model])
     return module.main(sys.argv[1:] if argv is None else argv)

@@ -154,3 +154,18 @@ def test_every_pipeline_stage_is_a_pop_tf_command_and_trainers_take_a_workdir(tm
     # Input and output folders that overlap are refused before any training starts.
     assert cli.main(["train_ranker", "--workdir", w, "--output", os.path.join(w, "pairs")]) != 0
     assert "train_ranker.output" in capsys.readouterr().err
+
+
+def test_the_cli_shows_progress_at_info_and_quiet_hides_it(tmp_path):
+    import subprocess
+    import sys
+
+    def synth_stage(*flags):
+        return subprocess.run([sys.executable, "-m", "pop_tf", *flags, "run", "--workdir", str(tmp_path / "w"),
+                               "--until", "synth", "--set", "synth.num_posts=20"],
+                              capture_output=True, text=True, timeout=300)
+
+    shown = synth_stage()
+    assert shown.returncode == 0 and "[synth] running" in shown.stderr and "synth: 20 posts" in shown.stderr
+    quiet = synth_stage("--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""

@@ -204,12 +204,13 @@ def test_content_translation_is_also_measured_with_as_label_as_the_paper(evaluat
     assert {"translator/uplift_content_a_label/mean_uplift", "translator/fid_like/content_a_label"} <= tags
 
 
-def test_run_summaries_name_both_content_protocols(evaluated, capsys):
+def test_run_summaries_name_both_content_protocols(evaluated, caplog):
     from pop_tf import pipeline
 
     paths, metrics = evaluated
-    evaluate._print_summary(metrics, paths["report"])
-    line = capsys.readouterr().err.splitlines()[0]
+    caplog.clear()
+    evaluate._log_summary(metrics, paths["report"])
+    line = caplog.messages[0]
     assert "content, popular label uplift +0.000" in line
     assert f"content B→A, A's label (paper 1) uplift {-10 / 255:+.3f}" in line
     closing = pipeline.summary({"evaluate": {"metrics": paths["metrics"], "report": paths["report"]}})

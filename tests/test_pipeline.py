@@ -18,7 +18,14 @@ def _small(sets=()):
     return config_lib.resolve("demo", ["synth.num_posts=120", "synth.image_size=48", "ingest.image_size=32", *sets])
 
 
-def test_run_synth_then_ingest_and_skip_when_unchanged(tmp_path, capsys):
+def _logged(caplog) -> str:
+    """What pop_tf logged since the last call (the CLI shows it on stderr)."""
+    text = caplog.text
+    caplog.clear()
+    return text
+
+
+def test_run_synth_then_ingest_and_skip_when_unchanged(tmp_path, caplog):
     workdir = tmp_path / "w"
     first = pipeline.run(_small(), str(workdir), until="pairs")
     assert set(first) == {"synth", "ingest", "pairs"}
@@ -26,15 +33,15 @@ def test_run_synth_then_ingest_and_skip_when_unchanged(tmp_path, capsys):
     assert stats["input_records"] == 120 and stats["accepted"] + stats["rejected"] == 120
     assert json.loads((workdir / "ingest" / "config.json").read_text())["image_size"] == 32
     assert json.loads((workdir / "synth" / "config.json").read_text())["num_posts"] == 120
-    capsys.readouterr()
+    caplog.clear()
     stat_before = os.stat(first["ingest"]["stats"]).st_mtime_ns
     second = pipeline.run(_small(), str(workdir), until="pairs")
     assert second == first
     assert os.stat(first["ingest"]["stats"]).st_mtime_ns == stat_before
-    assert capsys.readouterr().err.count("skipped") == 3
+    assert _logged(caplog).count("skipped") == 3
     # an ingest option changes: synth is kept, ingest reruns
     pipeline.run(_small(["ingest.filter_caption=false"]), str(workdir), until="pairs")
-    err = capsys.readouterr().err
+    err = _logged(caplog)
     assert "[synth] complete with the same inputs, skipped" in err and "[ingest] running" in err
     assert "[pairs] running" in err  # its input changed
     stats = json.loads(open(first["ingest"]["stats"]).read())
@@ -71,7 +78,7 @@ print(json.dumps(out))
 """
 
 
-def test_run_every_stage_then_skip_rerun_what_changed(tmp_path, capsys):
+def test_run_every_stage_then_skip_rerun_what_changed(tmp_path, caplog):
     workdir, exported = tmp_path / "w", tmp_path / "serving"
     config = lambda *sets: tiny_config(f"export.export_dir={exported}", *sets)
     results = pipeline.run(config(), str(workdir))
@@ -95,12 +102,12 @@ def test_run_every_stage_then_skip_rerun_what_changed(tmp_path, capsys):
     assert shapes["score"] == [2] and shapes["cluster"] == [2]
     assert shapes["translate"] == [2, 32, 32, 3] and shapes["sample"] == [2, 3, 32, 32, 3]
     assert "popular/color" in shapes["domains"]
-    capsys.readouterr()
+    caplog.clear()
     pipeline.run(config(), str(workdir))
-    assert capsys.readouterr().err.count("skipped") == len(pipeline.STAGE_ORDER)
+    assert _logged(caplog).count("skipped") == len(pipeline.STAGE_ORDER)
     # a score option reruns score and what reads it, not the ranker or the clusters
     pipeline.run(config("score.popular_quantile=0.8"), str(workdir))
-    err = capsys.readouterr().err
+    err = _logged(caplog)
     assert "[train_ranker] complete with the same inputs, skipped" in err and "[score] running" in err
     assert "[cluster] complete" in err and "[train_translator] running" in err
     # exporting the same models again keeps the version; a retrained ranker gets version 2
@@ -110,10 +117,10 @@ def test_run_every_stage_then_skip_rerun_what_changed(tmp_path, capsys):
     pipeline.run(config("train_ranker.seed=1"), str(workdir))
     assert sorted(os.listdir(exported / "ranker")) == ["1", "2"]
     assert sorted(os.listdir(exported / "clusterer")) == ["1"]
-    capsys.readouterr()
+    caplog.clear()
     # --from reruns that stage and the later ones even though nothing changed
     pipeline.run(config("train_ranker.seed=1"), str(workdir), from_stage="evaluate")
-    err = capsys.readouterr().err
+    err = _logged(caplog)
     assert "[train_translator] complete with the same inputs, skipped" in err
     assert "[evaluate] running" in err and "[export] running" in err
     assert "report: " + str(workdir / "evaluate" / "report.html") in err  # the closing summary

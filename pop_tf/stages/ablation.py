@@ -18,6 +18,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import logging
 import os
 import sys
 
@@ -25,6 +26,8 @@ from pop_tf import config as config_lib
 from pop_tf import contracts
 from pop_tf.errors import report, reportable
 from pop_tf.paths import check_stage
+
+log = logging.getLogger(__name__)
 
 STAGE = "ablation"
 
@@ -68,7 +71,7 @@ def run(cfg: config_lib.AblationConfig, translator: config_lib.TranslatorConfig,
 
     paths = {"variants": {}}
     for variant, settings in variants.items():
-        print(f"{STAGE}: training pix2pix with diversity={variant} → {settings.output}", file=sys.stderr, flush=True)
+        log.info(f"{STAGE}: training pix2pix with diversity={variant} → {settings.output}")
         paths["variants"][variant] = train_translator.run(settings)["metrics"]
     paths.update(evaluate.run(evaluation))
     return paths
@@ -108,4 +111,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from pop_tf.cli import configure_logging
+    configure_logging()
     sys.exit(main())

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import os
 import sys
 import time
@@ -40,6 +41,8 @@ from pop_tf.errors import PopTfError
 from pop_tf.layout import CONFIG, SPLITS
 from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging, stage_run
+
+log = logging.getLogger(__name__)
 
 STAGE = "cluster"
 FEATURES = "features.npz"
@@ -100,8 +103,8 @@ def embed_split(embed, dims: int, paths, image_size: int, batch_size: int, split
         post_ids.extend(i.decode("utf-8") for i in ids.numpy())
         digests.extend(hashlib.sha256(s).hexdigest() for s in serialized.numpy())
         if step % PROGRESS_EVERY == 0:
-            print(f"cluster: embedded {len(post_ids)} {split} images", file=sys.stderr, flush=True)
-    print(f"cluster: embedded {len(post_ids)} {split} images (done)", file=sys.stderr, flush=True)
+            log.info(f"cluster: embedded {len(post_ids)} {split} images")
+    log.info(f"cluster: embedded {len(post_ids)} {split} images (done)")
     return post_ids, np.concatenate(chunks, axis=0).astype(np.float32), digests
 
 
@@ -230,9 +233,9 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
             "first or point cluster.input at an ingest output folder")
     image_size = _image_size(shards)
     started = time.monotonic()
-    print(f"cluster: {sum(map(len, shards.values()))} ingest shards in {cfg.input} → {output} "
-          f"(EfficientNet-B0 at {cfg.feature_size}², weights {cfg.weights}, k={cfg.num_clusters}, "
-          f"seed {cfg.seed})", file=sys.stderr, flush=True)
+    log.info(f"cluster: {sum(map(len, shards.values()))} ingest shards in {cfg.input} → {output} "
+             f"(EfficientNet-B0 at {cfg.feature_size}², weights {cfg.weights}, k={cfg.num_clusters}, "
+             f"seed {cfg.seed})")
 
     import keras
 
@@ -246,8 +249,8 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
                 for split in SPLITS}
     train_ids, train_features, train_digests = embedded["train"]
     stats = clusterer.fit_clusters(train_features, cfg.num_clusters, cfg.seed, cfg.covariance_epsilon)
-    print(f"cluster: k-means done: {stats.num_clusters} clusters of sizes {stats.sizes.tolist()} "
-          f"({len(stats.reduced)} use the n−1 feature rule)", file=sys.stderr, flush=True)
+    log.info(f"cluster: k-means done: {stats.num_clusters} clusters of sizes {stats.sizes.tolist()} "
+             f"({len(stats.reduced)} use the n−1 feature rule)")
 
     post_ids = [pid for split in SPLITS for pid in embedded[split][0]]
     splits = [split for split in SPLITS for _ in embedded[split][0]]
@@ -293,9 +296,9 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
     serving.export_clusterer(model, stats, os.path.join(staging, SAVED_MODEL), config_lib.to_dict(cfg), fingerprint)
 
     install(staging, output, owned_names=OWNED_FILES, owner=STAGE)
-    print(f"cluster: done in {time.monotonic() - started:.1f}s: {len(train_ids)} train and "
-          f"{len(embedded['test'][0])} test posts in {stats.num_clusters} clusters, shares "
-          f"{[round(float(s), 3) for s in stats.shares]}", file=sys.stderr, flush=True)
+    log.info(f"cluster: done in {time.monotonic() - started:.1f}s: {len(train_ids)} train and "
+             f"{len(embedded['test'][0])} test posts in {stats.num_clusters} clusters, shares "
+             f"{[round(float(s), 3) for s in stats.shares]}")
     return {
         "output": output,
         "features": os.path.join(output, FEATURES),

@@ -53,6 +53,7 @@ images in `<workdir>/logs/evaluate`.
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import re
 import sys
@@ -66,6 +67,8 @@ from pop_tf import contracts, layout, preprocessing
 from pop_tf.errors import PopTfError, report, reportable
 from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging
+
+log = logging.getLogger(__name__)
 
 STAGE = "evaluate"
 METRICS = "metrics.json"
@@ -806,7 +809,7 @@ def _settings(cfg, extractor, distance) -> dict:
     }
 
 
-def _print_summary(metrics: dict, report_path: str) -> None:
+def _log_summary(metrics: dict, report_path: str) -> None:
     """One progress line with the headline figures, then the attribute judge's lines (synthetic data)."""
     from pop_tf.stages import evaluate_attributes
 
@@ -823,9 +826,9 @@ def _print_summary(metrics: dict, report_path: str) -> None:
                      f"{translator['lpips_diversity']['colour_to_colour']['mean']:.3f}")
     for row in (metrics.get("pix2pix") or {}).get("variants", []):
         parts.append(f"{row['diversity']}: NDB {row['ndb']}, JSD {row['jsd']:.3f}")
-    print(f"{STAGE}: {'; '.join(parts)}; report in {report_path}", file=sys.stderr)
+    log.info(f"{STAGE}: {'; '.join(parts)}; report in {report_path}")
     for line in evaluate_attributes.summary_lines(metrics):
-        print(f"{STAGE}: {line}", file=sys.stderr)
+        log.info(f"{STAGE}: {line}")
 
 
 def _write_tensorboard(ctx: _Context, logdir: str) -> None:
@@ -913,7 +916,7 @@ def run(cfg: config_lib.EvaluateConfig) -> dict:
     logdir = cfg.logdir or os.path.join(os.path.dirname(os.path.abspath(cfg.output)), "logs", STAGE)
     _write_tensorboard(ctx, logdir)
     figures = sorted(n for n in os.listdir(cfg.output) if n.startswith(OWNED_PREFIXES) and n.endswith(".png"))
-    _print_summary(metrics, os.path.join(cfg.output, REPORT))
+    _log_summary(metrics, os.path.join(cfg.output, REPORT))
     return {"metrics": os.path.join(cfg.output, METRICS), "report": os.path.join(cfg.output, REPORT),
             "config": os.path.join(cfg.output, CONFIG), "logs": logdir,
             "figures": [os.path.join(cfg.output, n) for n in figures]}
@@ -961,4 +964,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from pop_tf.cli import configure_logging
+    configure_logging()
     sys.exit(main())

@@ -14,15 +14,17 @@ model exported with other limits is a new version.
 
 import contextlib
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 
 from pop_tf import config as config_lib
 from pop_tf import contracts, errors, serving
 from pop_tf.errors import PopTfError
 from pop_tf.paths import check_apart
+
+log = logging.getLogger(__name__)
 
 STAGE = "export"
 # model name → (stage folder in the workdir, kind written in pop_tf.json)
@@ -106,7 +108,7 @@ def run(cfg: config_lib.ExportConfig) -> dict:
             raise ExportError(f"no {model} SavedModel at {source}; run the {stage} stage first "
                               f"or leave {model} out of export.models")
         target, copied = export_model(source, os.path.join(export_dir, model), kind, limits)
-        print(f"export: {model} → {target}" + ("" if copied else " (unchanged, kept)"), file=sys.stderr)
+        log.info(f"export: {model} → {target}" + ("" if copied else " (unchanged, kept)"))
         paths[model] = target
     output = contracts.folder(cfg.workdir, STAGE)
     manifest = os.path.join(output, "exported.json")

@@ -22,8 +22,8 @@ gives it back), `stats.json` (counts per split and domain, thresholds, score sum
 
 import csv
 import json
+import logging
 import os
-import sys
 import time
 
 from pop_tf import config as config_lib
@@ -32,6 +32,8 @@ from pop_tf.errors import PopTfError
 from pop_tf.layout import CONFIG, SPLITS, STATS
 from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging, stage_run
+
+log = logging.getLogger(__name__)
 
 STAGE = "score"
 SCORES = "scores.csv"
@@ -80,7 +82,7 @@ def _score_all(model, input_dir: str, stored_size: int, batch_size: int) -> dict
             batch_scores = model.score(batch["image"])["score"].numpy()
             for post_id, score in zip(batch["post_id"].numpy(), batch_scores):
                 scores[split][post_id.decode("utf-8")] = float(score)
-        print(f"score: {len(scores[split])} {split} images scored", file=sys.stderr, flush=True)
+        log.info(f"score: {len(scores[split])} {split} images scored")
     return scores
 
 
@@ -154,7 +156,7 @@ def run(cfg: config_lib.ScoreConfig) -> dict:
     config_lib.write_resolved(cfg, staging)
     install(staging, cfg.output, owned_prefixes=tuple(f"{s}-" for s in SPLITS),
             owned_names=(SCORES, STATS, CONFIG), owner=STAGE)
-    print(f"score: {sum(sum(c.values()) for c in counts.values())} images; train: {counts['train']}; "
-          f"thresholds {low:.3f} / {high:.3f}", file=sys.stderr)
+    log.info(f"score: {sum(sum(c.values()) for c in counts.values())} images; train: {counts['train']}; "
+             f"thresholds {low:.3f} / {high:.3f}")
     return {"records": os.path.join(cfg.output, "*-*.tfrecord.gz"), "scores": os.path.join(cfg.output, SCORES),
             "stats": os.path.join(cfg.output, STATS), "config": os.path.join(cfg.output, CONFIG)}
