@@ -40,8 +40,9 @@ hyperparameters (HParams tab) go to `<output>/../logs/<output folder name>`, e.g
 `distribute` (`none`, `mirrored`, `multi_worker`, `tpu`; `pop_tf.distribution`) trains under that
 `tf.distribute` strategy, `batch_size` being the global batch; both trainers divide their
 per-replica mean losses by the number of replicas and draw each replica's noise as its rows of
-the global batch's draw, so a step on R replicas is the step on one. Under `multi_worker` only
-the chief writes the files above.
+the global batch's draw, so a step on R replicas is the step on one (except DMIT's own
+diversity term, a ratio of batch means that each replica takes over its slice). Under
+`multi_worker` only the chief writes the files above.
 """
 
 import dataclasses
