@@ -54,6 +54,12 @@ class CheckpointMismatchError(PopTfError):
     """The output folder holds checkpoints, but none can be restored into this run's model."""
 
 
+def as_number(value, kind=int):
+    """A variable's (or tensor's) value as a Python number. `int(variable)` fails for the
+    `MirroredVariable` a multi-worker strategy puts under a Keras variable."""
+    return kind(keras.ops.convert_to_numpy(value))
+
+
 def _step_of(path: str) -> int:
     try:
         return int(path.rsplit("-", 1)[1])
@@ -198,7 +204,7 @@ class TrainingCallbacks(keras.callbacks.Callback):
         return bool(path) and tf.io.gfile.exists(path + ".index") and os.path.abspath(path) not in _UNREADABLE
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.step())
+        step = as_number(self.step())
         for name, value in (logs or {}).items():
             if (self.losses is None or name in self.losses) and not math.isfinite(float(value)):
                 self.diverged = (step, name)
@@ -230,7 +236,7 @@ class TrainingCallbacks(keras.callbacks.Callback):
         """Checkpoints the current step unless this run did, or an intact checkpoint of it is the
         newest (a rerun with nothing left to train). One a restore found unreadable, or one the
         state file names but that is gone, is replaced."""
-        step = int(self.step())
+        step = as_number(self.step())
         if step in self.saved:
             return
         latest = self.manager.latest_checkpoint
@@ -315,7 +321,7 @@ class BestEpoch(keras.callbacks.Callback):
         history = [h for h in history if h["epoch"] < epoch + 1] + [{"epoch": epoch + 1, "value": value, "tie": tie}]
         if self._better(value, tie):
             previous = self._path(self.best) if self.best else None
-            step = int(self.step())
+            step = as_number(self.step())
             # The step in the name too: an epoch trained again after a resume never overwrites
             # the weights the record still names.
             name = f"epoch-{epoch + 1}-step-{step}"
@@ -392,7 +398,7 @@ class ImageSummary(keras.callbacks.Callback):
         self.writer, self.title, self.make_image, self.step = writer, title, make_image, step
 
     def on_epoch_end(self, epoch, logs=None):
-        with self.writer.as_default(step=int(self.step())):
+        with self.writer.as_default(step=as_number(self.step())):
             tf.summary.image(self.title, self.make_image()[None])
 
 
@@ -460,7 +466,7 @@ def fit_resumable(trainer, dataset, cfg, callbacks=(), *, stage: str, output: st
             tf.train.CheckpointManager(state, source, max_to_keep=3)
         restored = restore_newest(state, reader, stage, changed)
     config_lib.write_resolved(cfg, output)
-    start_step = int(step())
+    start_step = as_number(step())
     if restored:
         print(f"{stage}: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
     selections = [c for c in callbacks if isinstance(c, BestEpoch)]
@@ -480,5 +486,5 @@ def fit_resumable(trainer, dataset, cfg, callbacks=(), *, stage: str, output: st
     control.save_final()
     # fit() loads the best epoch when it ends; a rerun with nothing left to train loads it here.
     best = selections[0].restore() if selections else None
-    return Fitted(restored=restored, start_step=start_step, step=int(step()), history=history, best=best,
+    return Fitted(restored=restored, start_step=start_step, step=as_number(step()), history=history, best=best,
                   checkpoints=manager.directory)

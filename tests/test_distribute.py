@@ -79,6 +79,9 @@ def _start_workers(pairs_workdir, tmp_path, output, steps_per_epoch, round_name)
     return started
 
 
+# Keras 3.15's fit() fails on its first step under MultiWorkerMirroredStrategy here ("Attempt to
+# convert a value ({'image_a': PerReplica ...}) to a Tensor"); strict, so the fix shows.
+@pytest.mark.xfail(strict=True, reason="Keras fit() under MultiWorkerMirroredStrategy: PerReplica batch not converted")
 def test_multi_worker_ranker_chief_writes_and_a_killed_cluster_resumes(pairs_workdir, tmp_path):
     output = tmp_path / "ranker"
     checkpoints = output / "checkpoints"

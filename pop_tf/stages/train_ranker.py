@@ -69,16 +69,18 @@ def _summaries(trainer, logdir, preview):
     import numpy as np
     import tensorflow as tf
 
+    from pop_tf import training
+
     class Summaries(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.writer = tf.summary.create_file_writer(os.path.join(logdir, "images"))
 
         def on_epoch_end(self, epoch, logs=None):
-            step = int(trainer.backbone_optimizer.iterations)
+            step = training.as_number(trainer.backbone_optimizer.iterations)
             with self.writer.as_default(step=step):
-                tf.summary.scalar("learning_rate/backbone", float(trainer.backbone_optimizer.learning_rate))
-                tf.summary.scalar("learning_rate/head", float(trainer.head_optimizer.learning_rate))
+                tf.summary.scalar("learning_rate/backbone", training.as_number(trainer.backbone_optimizer.learning_rate, float))
+                tf.summary.scalar("learning_rate/head", training.as_number(trainer.head_optimizer.learning_rate, float))
                 if preview is not None:
                     scores = trainer.ranker(tf.cast(preview, tf.float32) / 255.0).numpy()
                     order = np.argsort(-scores)
