@@ -30,6 +30,8 @@ class ConfigError(UsageError, ValueError):
 
 # `pop_tf.precision.PRECISIONS`, spelled out so that the allowed values show in the type.
 Precision = Literal["none", "float16", "bfloat16", "auto"]
+# `pop_tf.distribution.KINDS`: the `tf.distribute` strategy a training stage runs under.
+Distribute = Literal["none", "mirrored", "multi_worker", "tpu"]
 # The real images the pix2pix table's FID (and *_synth figures) compare with: which split.
 FidReference = Literal["train", "test"]
 
@@ -237,6 +239,9 @@ class RankerConfig:
     num_logged_images: int = bounded(8, 0, 256)
     mixed_precision: Precision = "none"
     jit_compile: bool = False  # XLA-compile the train step
+    # tf.distribute (pop_tf.distribution): none | mirrored (local GPUs) | multi_worker (TF_CONFIG) | tpu.
+    # batch_size stays the global batch, split over the replicas.
+    distribute: Distribute = "none"
     seed: int = bounded(0, 0, _SEED_MAX)
 
 
@@ -280,6 +285,8 @@ class ClusterConfig:
     batch_size: int = bounded(32, 1, 4096)
     examples_per_cluster: int = bounded(8, 0, 1000)
     mixed_precision: Precision = "none"
+    # tf.distribute for the embedding step (pop_tf.distribution); batch_size is the global batch.
+    distribute: Distribute = "none"
     seed: int = bounded(0, 0, _SEED_MAX)
 
 
@@ -386,6 +393,9 @@ class TranslatorConfig:
     eval_samples: int = bounded(5, 2, 1000, why="diversity needs pairs")  # outputs per input
     mixed_precision: Precision = "none"
     jit_compile: bool = False  # XLA-compile the train step
+    # tf.distribute (pop_tf.distribution): none | mirrored (local GPUs) | multi_worker (TF_CONFIG) | tpu.
+    # batch_size stays the global batch, split over the replicas.
+    distribute: Distribute = "none"
     seed: int = bounded(0, 0, _SEED_MAX)
 
 

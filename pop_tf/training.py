@@ -1,5 +1,10 @@
 """What every training stage shares around `fit()`: checkpoints, resume, NaN stop, schedules.
 
+- `fit_resumable` is the one training driver the stages call: it restores the newest checkpoint
+  (explaining a mismatch by the settings changed since the run that wrote it), writes the
+  resolved config, trains the steps left with `fit(initial_epoch=...)` under the run's
+  `tf.distribute` strategy, stops on a NaN/Inf loss and checkpoints the last step.
+
 - `restore_newest` restores the newest readable checkpoint of a `tf.train.CheckpointManager`
   (a corrupt newest one falls back to the one before), so a killed run continues its step count;
   when none fits the model it stops instead of training over them, naming the changed settings.
@@ -16,6 +21,7 @@
 - `ConstantThenLinearDecay` is DMIT's schedule (constant, then linear decay to 0).
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,6 +33,7 @@ import time
 import keras
 import tensorflow as tf
 
+from pop_tf import config as config_lib
 from pop_tf import errors
 from pop_tf.errors import PopTfError
 
@@ -45,6 +52,12 @@ class TrainingDivergedError(PopTfError):
 
 class CheckpointMismatchError(PopTfError):
     """The output folder holds checkpoints, but none can be restored into this run's model."""
+
+
+def as_number(value, kind=int):
+    """A variable's (or tensor's) value as a Python number. `int(variable)` fails for the
+    `MirroredVariable` a multi-worker strategy puts under a Keras variable."""
+    return kind(keras.ops.convert_to_numpy(value))
 
 
 def _step_of(path: str) -> int:
@@ -191,7 +204,7 @@ class TrainingCallbacks(keras.callbacks.Callback):
         return bool(path) and tf.io.gfile.exists(path + ".index") and os.path.abspath(path) not in _UNREADABLE
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.step())
+        step = as_number(self.step())
         for name, value in (logs or {}).items():
             if (self.losses is None or name in self.losses) and not math.isfinite(float(value)):
                 self.diverged = (step, name)
@@ -223,7 +236,7 @@ class TrainingCallbacks(keras.callbacks.Callback):
         """Checkpoints the current step unless this run did, or an intact checkpoint of it is the
         newest (a rerun with nothing left to train). One a restore found unreadable, or one the
         state file names but that is gone, is replaced."""
-        step = int(self.step())
+        step = as_number(self.step())
         if step in self.saved:
             return
         latest = self.manager.latest_checkpoint
@@ -308,7 +321,7 @@ class BestEpoch(keras.callbacks.Callback):
         history = [h for h in history if h["epoch"] < epoch + 1] + [{"epoch": epoch + 1, "value": value, "tie": tie}]
         if self._better(value, tie):
             previous = self._path(self.best) if self.best else None
-            step = int(self.step())
+            step = as_number(self.step())
             # The step in the name too: an epoch trained again after a resume never overwrites
             # the weights the record still names.
             name = f"epoch-{epoch + 1}-step-{step}"
@@ -374,3 +387,104 @@ def progress_verbosity() -> int:
     of partial lines per epoch.
     """
     return 1 if sys.stdout.isatty() else 2
+
+
+class ImageSummary(keras.callbacks.Callback):
+    """Writes `make_image()` (uint8 [H, W, 3]) under `title` to `writer` after every epoch, at
+    the global step `step()`."""
+
+    def __init__(self, writer, title: str, make_image, step):
+        super().__init__()
+        self.writer, self.title, self.make_image, self.step = writer, title, make_image, step
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default(step=as_number(self.step())):
+            tf.summary.image(self.title, self.make_image()[None])
+
+
+@dataclasses.dataclass
+class Fitted:
+    """What `fit_resumable` did: the checkpoint it resumed (`restored`, '' for a fresh start),
+    the steps before and after, the last logged value of each metric (`history`, empty when
+    nothing was left to train), the `BestEpoch` record it loaded (or None) and the checkpoint folder."""
+
+    restored: str
+    start_step: int
+    step: int
+    history: dict
+    best: object
+    checkpoints: str
+
+
+def fit_resumable(trainer, dataset, cfg, callbacks=(), *, stage: str, output: str, checkpoint: dict, step,
+                  epochs: int, steps_per_epoch: int, hint: str, strategy=None, resume_from: str = "",
+                  validation_data=None, validation_steps=None) -> Fitted:
+    """Trains (or resumes) a compiled trainer to `epochs × steps_per_epoch` steps; every
+    training stage runs through here.
+
+    In order: reads the settings this run changed against `<resume_from>/config.json`; restores
+    the newest readable checkpoint of `<resume_from>/checkpoints` (`restore_newest`, under the
+    strategy's scope); writes `cfg` to `<output>/config.json`; forgets the epochs a `BestEpoch`
+    kept when the run starts from scratch; trains the steps left with `fit(initial_epoch=...)`
+    and `TrainingCallbacks` first among the callbacks; raises `TrainingDivergedError` (with
+    `hint`) on a NaN/Inf loss; checkpoints the last step into `<output>/checkpoints`; and loads
+    the `BestEpoch` weights (a rerun with nothing left to train has not loaded them).
+
+    Args:
+        trainer: a compiled Keras model whose variables (and its optimizers') were built under
+            `strategy.scope()`.
+        dataset: a callable `start_step -> tf.data.Dataset` of global batches (a resumed run
+            draws from a seed moved on by the step), or the dataset itself; `fit()` distributes it.
+        cfg: the resolved config section (with `checkpoint_every`), written to config.json.
+        callbacks: Keras callbacks after the checkpointing one (a `BestEpoch` among them is
+            reset on a fresh start and read back at the end).
+        stage: the stage name messages start with.
+        output: the folder this process writes (checkpoints/, config.json): the stage's output
+            folder, or a non-chief worker's temporary one (`pop_tf.distribution.worker_output`).
+        checkpoint: the trackables to checkpoint, by name (the model and its optimizers).
+        step: a callable returning the global step.
+        epochs, steps_per_epoch: the planned run; the step count decides where a rerun resumes.
+        hint: what to change after a NaN/Inf loss ("Lower <stage>.learning_rate").
+        strategy: the run's `tf.distribute.Strategy` (default: the default strategy).
+        resume_from: the folder whose checkpoints and config.json a run resumes from (default
+            `output`; the chief's output folder on every worker).
+        validation_data, validation_steps: as for `fit()`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    resume_from = resume_from or output
+    os.makedirs(output, exist_ok=True)
+    # Read before this run's config replaces it: a checkpoint that no longer fits is explained by it.
+    changed = config_lib.changed_settings(cfg, resume_from)
+    total_steps = epochs * steps_per_epoch
+    state = tf.train.Checkpoint(**checkpoint)
+    directory = os.path.join(output, "checkpoints")
+    source = os.path.join(resume_from, "checkpoints")
+    with strategy.scope():
+        manager = checkpoint_manager(state, directory, stage)
+        # A non-chief worker reads the chief's checkpoints but leaves their state file alone.
+        reader = manager if os.path.abspath(source) == os.path.abspath(directory) else \
+            tf.train.CheckpointManager(state, source, max_to_keep=3)
+        restored = restore_newest(state, reader, stage, changed)
+    config_lib.write_resolved(cfg, output)
+    start_step = as_number(step())
+    if restored:
+        print(f"{stage}: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
+    selections = [c for c in callbacks if isinstance(c, BestEpoch)]
+    if not restored:
+        for selection in selections:
+            selection.reset()
+    control = TrainingCallbacks(manager, step, cfg.checkpoint_every, total_steps)
+    history = {}
+    if start_step < total_steps:
+        fitted = trainer.fit(dataset(start_step) if callable(dataset) else dataset, epochs=epochs,
+                             initial_epoch=start_step // steps_per_epoch, shuffle=False,
+                             steps_per_epoch=steps_per_epoch, validation_data=validation_data,
+                             validation_steps=validation_steps, callbacks=[control, *callbacks],
+                             verbose=progress_verbosity())
+        history = {name: float(values[-1]) for name, values in fitted.history.items() if values}
+    control.raise_if_diverged(stage, hint)
+    control.save_final()
+    # fit() loads the best epoch when it ends; a rerun with nothing left to train loads it here.
+    best = selections[0].restore() if selections else None
+    return Fitted(restored=restored, start_step=start_step, step=as_number(step()), history=history, best=best,
+                  checkpoints=manager.directory)

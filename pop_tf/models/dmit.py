@@ -58,7 +58,8 @@ Deviations, each for a reason (see also the method docstrings):
   cluster condition and losses ("clusters", see `DMITTrainer`).
 
 Determinism: the trainer's random draws (reparameterisation ε, prior styles z) are stateless,
-from `seed`, the step counter and the replica id; `sample` draws from its own seed. Weight
+from `seed` and the step counter (each replica takes its rows of the global batch's draw);
+`sample` draws from its own seed. Weight
 initialisation uses Keras's global seed (`keras.utils.set_random_seed`).
 
 References:
@@ -76,6 +77,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from pop_tf import distribution
 from pop_tf import losses as L
 from pop_tf.layers import (
     UP_TYPES,
@@ -812,7 +814,7 @@ class DMITTrainer(keras.Model):
     generator has `num_clusters > 0`): row n is one image of domain a and one of domain b. With
     x = [image_a; image_b], c_src = [label_a; label_b], c_tgt = [label_b; label_a]
     (module docstring), `train_step` draws ε (reparameterisation) and two prior styles z1, z2
-    (stateless, from `seed`, the step counter and the replica id), makes the discriminators'
+    (stateless, from `seed` and the step counter; `_noise`), makes the discriminators'
     fakes with the current networks, then runs, in DMIT's order:
 
     1. `_content_d_step` (D_c, LSGAN): real (E_c(x), c_src), fake (E_c(x), c_tgt).
@@ -1159,20 +1161,21 @@ class DMITTrainer(keras.Model):
         return batch
 
     def _noise(self, batch_size, stream=0):
-        """ε, z1, z2 [batch_size, style_dim] from (seed, stream, step, replica).
+        """ε, z1, z2 [batch_size, style_dim] from (seed, stream, step): this replica's rows of
+        the global batch's draw (`distribution.replica_normal`).
 
         Reproducible for a seed, new at every step, different on every replica of a
-        distributed step. Prior styles are N(0, I) (DMIT: N(0, weight_target²), weight 1).
+        distributed step, and the same for a global batch however many replicas share it: the
+        batch is the A half then the B half (`_unpack`), each drawn as one group. Prior styles
+        are N(0, I) (DMIT: N(0, weight_target²), weight 1).
         """
         seed = tf.random.experimental.stateless_fold_in(
             tf.constant([self.seed, stream], tf.int64), tf.convert_to_tensor(self.step_counter))
-        replica = tf.distribute.get_replica_context()
-        if replica is not None:
-            seed = tf.random.experimental.stateless_fold_in(
-                seed, tf.cast(replica.replica_id_in_sync_group, tf.int64))
-        shape = [batch_size, self.style_dim]
-        return {name: tf.random.stateless_normal(
-                    shape, seed=tf.random.experimental.stateless_fold_in(seed, index))
+        # Folding in 0 (once the replica id) keeps the draws of earlier single-device runs.
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.constant(0, tf.int64))
+        return {name: distribution.replica_normal(
+                    batch_size // 2, self.style_dim, seed=tf.random.experimental.stateless_fold_in(seed, index),
+                    groups=2)
                 for index, name in enumerate(("eps", "z1", "z2"))}
 
     def _decode(self, content, label, style, onehot, training):

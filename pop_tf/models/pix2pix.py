@@ -21,7 +21,8 @@ gates the Mahalanobis loss counts iterations (the paper's "epoch 100 of 400" is
 `warmup_epochs × steps_per_epoch`).
 
 Determinism on CPU: the trainer's own draws (z, test-time cluster ids) are stateless and come
-from its `seed`, the step counter and the replica id; weight initialisation draws from Keras's
+from its `seed` and the step counter (each replica takes its rows of the global batch's draw);
+weight initialisation draws from Keras's
 global seed, so call `keras.utils.set_random_seed(seed)` before building the networks.
 
 References:
@@ -41,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from pop_tf import distribution
 from pop_tf import losses as L
 from pop_tf.layers import (
     UP_TYPES,
@@ -514,16 +516,14 @@ class ClusterPix2Pix(keras.Model):
         return edge, image, cluster, tf.one_hot(cluster, self.num_clusters)
 
     def _noise(self, batch_size, stream):
-        """z for `num_draws` draws per sample, [num_draws·N, nz], from (seed, stream, step,
-        replica): reproducible, and different on every replica of a distributed step."""
+        """z for `num_draws` draws per sample, [num_draws·N, nz], from (seed, stream, step): this
+        replica's rows of the global batch's draw (`distribution.replica_normal`), so reproducible,
+        different on every replica, and the same however many replicas share the batch."""
         seed = tf.random.experimental.stateless_fold_in(
             tf.constant([self.seed, stream], tf.int64), tf.convert_to_tensor(self.step_counter))
-        replica = tf.distribute.get_replica_context()
-        if replica is not None:
-            seed = tf.random.experimental.stateless_fold_in(
-                seed, tf.cast(replica.replica_id_in_sync_group, tf.int64))
-        return tf.random.stateless_normal(
-            [self.num_draws * batch_size, self.generator.noise_dim], seed=seed)
+        # Folding in 0 (once the replica id) keeps the draws of earlier single-device runs.
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.constant(0, tf.int64))
+        return distribution.replica_normal(batch_size, self.generator.noise_dim, seed, groups=self.num_draws)
 
     def _repeat(self, tensor, times):
         return tf.concat([tensor] * times, axis=0)

@@ -266,6 +266,18 @@ def build_ranker(backbone: str, weights: str, image_size: int, small_width: int 
     return ranker
 
 
+def synchronize_batch_norm(ranker: PopularityRanker) -> int:
+    """Makes the ranker's batch-norm layers take their training statistics over every replica's
+    batch (Keras's `synchronized`); returns how many. Under a `tf.distribute` strategy each
+    replica would otherwise normalise its slice of the global batch alone, and a step on R
+    replicas would differ from the same step on one. The variables stay the same, so checkpoints
+    resume either way."""
+    layers = [layer for layer in ranker._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.synchronized = True
+    return len(layers)
+
+
 def pairwise_logits(ranker: PopularityRanker, images_a, images_b, training: bool):
     """Q = f(A) − f(B) for uint8 image batches, with A and B through the backbone as ONE batch.
 
@@ -346,8 +358,10 @@ class SiameseRankerTrainer(keras.Model):
         head_vars = self.ranker.head.trainable_variables
         with tf.GradientTape() as tape:
             loss, correct = self._compute(batch, training=True)
-            # The backbone optimizer's loss scale (the identity for a plain optimizer).
-            scaled_loss = self.backbone_optimizer.scale_loss(loss)
+            # The backbone optimizer's loss scale (the identity for a plain optimizer), over the
+            # replicas: their gradients are summed, and each loss is its own batch's mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.backbone_optimizer.scale_loss(loss) / float(replicas)
         gradients = tape.gradient(scaled_loss, backbone_vars + head_vars)
         # One backward pass serves both optimizers: the head's gradients are moved to the head
         # optimizer's own scale (a ratio of powers of two, exact), read before either update.

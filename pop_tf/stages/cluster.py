@@ -19,6 +19,10 @@ Outputs in `cluster.output` (written into a staging folder, then installed toget
 - `saved_model/`: the clusterer SavedModel (`embed`, `assign`, `pop_tf.json`; docs/savedmodels.md, Clusterer).
 - `config.json`: the resolved `cluster` section.
 
+`distribute` (`pop_tf.distribution`) embeds each batch over the replicas of that `tf.distribute`
+strategy (`distributed_embed`); k-means and the statistics run once, on the host. Under
+`multi_worker` every worker reads every image and only the chief writes the outputs.
+
 The data fingerprint is a sha256 over the sorted digests of the training records, so it names
 the training data whatever the shard layout.
 """
@@ -237,14 +241,44 @@ def run(cfg: config_lib.ClusterConfig) -> dict:
              f"(EfficientNet-B0 at {cfg.feature_size}², weights {cfg.weights}, k={cfg.num_clusters}, "
              f"seed {cfg.seed})")
 
+    from pop_tf import distribution
+
+    strategy = distribution.make_strategy(cfg.distribute, STAGE)
+    with distribution.worker_output(output, strategy, STAGE) as written:
+        return _embed_and_cluster(cfg, strategy, written, shards, image_size, started)
+
+
+def distributed_embed(model, image_size: int, strategy):
+    """uint8 [B, S, S, 3] → float [B, d]: `model` traced once for both splits (the batch dimension
+    open for the last batch); over R replicas, each embeds its slice of the batch and the slices
+    come back in order."""
+    import tensorflow as tf
+
+    traced = tf.function(lambda images: model(images, training=False),
+                         input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)])
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return traced
+
+    def embed(images):
+        size = -(-int(images.shape[0]) // replicas)
+        parts = strategy.experimental_distribute_values_from_function(
+            lambda context: images[context.replica_id_in_sync_group * size:(context.replica_id_in_sync_group + 1) * size])
+        return strategy.gather(strategy.run(traced, args=(parts,)), axis=0)
+
+    return embed
+
+
+def _embed_and_cluster(cfg, strategy, output: str, shards: dict, image_size: int, started: float) -> dict:
     import keras
 
+    from pop_tf import precision, serving
+    from pop_tf.models import clusterer
+
     keras.utils.set_random_seed(cfg.seed)  # weights=none: the same random extractor for a seed
-    with precision.policy(cfg.mixed_precision):
+    with precision.policy(cfg.mixed_precision), strategy.scope():
         model = clusterer.ClusterFeatures(weights=cfg.weights, feature_size=cfg.feature_size)
-    # One traced function for both splits (the batch dimension is left open for the last batch).
-    embed = tf.function(lambda images: model(images, training=False),
-                        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)])
+    embed = distributed_embed(model, image_size, strategy)
     embedded = {split: embed_split(embed, model.dims, shards[split], image_size, cfg.batch_size, split)
                 for split in SPLITS}
     train_ids, train_features, train_digests = embedded["train"]

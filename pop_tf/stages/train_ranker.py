@@ -26,6 +26,12 @@ the policy used. `jit_compile` XLA-compiles the train step (docs/performance.md)
 resumes only under the architecture it was written with, and a float16 one only under float16
 (its optimizers are wrapped); otherwise the run stops before training, naming the settings that
 changed since the run that wrote it (nothing is overwritten).
+
+`distribute` (`none`, `mirrored`, `multi_worker`, `tpu`; `pop_tf.distribution`) trains under that
+`tf.distribute` strategy: `batch_size` is the global batch, split over the replicas; the loss is
+divided by the number of replicas (their gradients are summed) and the backbone's batch norm
+takes its statistics over the global batch, so a step on R replicas is the step on one. Under
+`multi_worker` only the chief writes the files above; every worker resumes from its checkpoints.
 """
 
 import dataclasses
@@ -63,16 +69,18 @@ def _summaries(trainer, logdir, preview):
     import numpy as np
     import tensorflow as tf
 
+    from pop_tf import training
+
     class Summaries(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.writer = tf.summary.create_file_writer(os.path.join(logdir, "images"))
 
         def on_epoch_end(self, epoch, logs=None):
-            step = int(trainer.backbone_optimizer.iterations)
+            step = training.as_number(trainer.backbone_optimizer.iterations)
             with self.writer.as_default(step=step):
-                tf.summary.scalar("learning_rate/backbone", float(trainer.backbone_optimizer.learning_rate))
-                tf.summary.scalar("learning_rate/head", float(trainer.head_optimizer.learning_rate))
+                tf.summary.scalar("learning_rate/backbone", training.as_number(trainer.backbone_optimizer.learning_rate, float))
+                tf.summary.scalar("learning_rate/head", training.as_number(trainer.head_optimizer.learning_rate, float))
                 if preview is not None:
                     scores = trainer.ranker(tf.cast(preview, tf.float32) / 255.0).numpy()
                     order = np.argsort(-scores)
@@ -143,8 +151,7 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     if not os.path.isfile(stats_path):
         raise RankerInputError(f"{cfg.input} is not a pairs output folder (no stats.json); run `pop-tf pairs` first")
     pair_stats = _read_json(stats_path)
-    stored_size, num_train = int(pair_stats["image_size"]), int(pair_stats["pairs"]["train"])
-    if num_train == 0:
+    if int(pair_stats["pairs"]["train"]) == 0:
         raise RankerInputError(f"{cfg.input} holds no training pairs; loosen the pair rule "
                                "(pairs.min_log_margin, pairs.window_days) or bring more posts per user")
     images_dir = cfg.images or pair_stats.get("input", "")
@@ -155,70 +162,79 @@ def run(cfg: config_lib.RankerConfig) -> dict:
         if not 0.0 <= getattr(cfg, key) < 1.0:
             raise config_lib.ConfigError(f"config key 'train_ranker.{key}': {getattr(cfg, key)!r} must be in [0, 1)")
 
+    from pop_tf import distribution
+
+    cfg = dataclasses.replace(cfg, mixed_precision=precision.resolve(cfg.mixed_precision))
+    strategy = distribution.make_strategy(cfg.distribute, STAGE)
+    with distribution.worker_output(cfg.output, strategy, STAGE) as output:
+        return _train(cfg, strategy, output, pair_stats, stats_path, images_dir)
+
+
+def build_trainer(cfg: config_lib.RankerConfig, total_steps: int, strategy):
+    """The ranker and its compiled `SiameseRankerTrainer`, variables and optimizer slots built
+    under `strategy.scope()` (weights drawn from `cfg.seed`)."""
+    import keras
+
+    from pop_tf.models import ranker as ranker_lib
+
+    keras.utils.set_random_seed(cfg.seed)
+    with strategy.scope():
+        ranker = ranker_lib.build_ranker(cfg.backbone, cfg.weights, cfg.image_size, cfg.small_width,
+                                         mixed_precision=cfg.mixed_precision, dropout=cfg.dropout)
+        if strategy.num_replicas_in_sync > 1:
+            ranker_lib.synchronize_batch_norm(ranker)
+        trainer = ranker_lib.SiameseRankerTrainer(ranker, label_smoothing=cfg.label_smoothing)
+        trainer.compile(_optimizer(cfg, cfg.backbone_learning_rate, total_steps),
+                        _optimizer(cfg, cfg.head_learning_rate, total_steps), jit_compile=cfg.jit_compile)
+        trainer.build_optimizers()
+    return ranker, trainer
+
+
+def _train(cfg, strategy, output: str, pair_stats: dict, stats_path: str, images_dir: str) -> dict:
     import keras
     import tensorflow as tf
 
-    from pop_tf import data, serving, training
-    from pop_tf.models import ranker as ranker_lib
+    from pop_tf import data, distribution, serving, training
 
     started = time.monotonic()
-    cfg = dataclasses.replace(cfg, mixed_precision=precision.resolve(cfg.mixed_precision))
-    os.makedirs(cfg.output, exist_ok=True)
-    # Read before this run's config replaces it: a checkpoint that no longer fits is explained by it.
-    changed = config_lib.changed_settings(cfg, cfg.output)
-    logdir = cfg.logdir or os.path.join(os.path.dirname(os.path.abspath(cfg.output)), "logs", STAGE)
-    keras.utils.set_random_seed(cfg.seed)
-
-    ranker = ranker_lib.build_ranker(cfg.backbone, cfg.weights, cfg.image_size, cfg.small_width,
-                                     mixed_precision=cfg.mixed_precision, dropout=cfg.dropout)
-    trainer = ranker_lib.SiameseRankerTrainer(ranker, label_smoothing=cfg.label_smoothing)
+    stored_size, num_train = int(pair_stats["image_size"]), int(pair_stats["pairs"]["train"])
+    chief = distribution.is_chief(strategy)
+    logdir = (cfg.logdir or os.path.join(os.path.dirname(os.path.abspath(cfg.output)), "logs", STAGE)) if chief \
+        else os.path.join(output, "logs")
     steps_per_epoch = cfg.steps_per_epoch or max(1, num_train // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
-    trainer.compile(_optimizer(cfg, cfg.backbone_learning_rate, total_steps),
-                    _optimizer(cfg, cfg.head_learning_rate, total_steps), jit_compile=cfg.jit_compile)
-    trainer.build_optimizers()
-    checkpoint = tf.train.Checkpoint(ranker=ranker, backbone_optimizer=trainer.backbone_optimizer,
-                                     head_optimizer=trainer.head_optimizer)
-    manager = training.checkpoint_manager(checkpoint, os.path.join(cfg.output, "checkpoints"), STAGE)
-    restored = training.restore_newest(checkpoint, manager, STAGE, changed)
-    config_lib.write_resolved(cfg, cfg.output)
-    start_step = int(trainer.backbone_optimizer.iterations)
-    if restored:
-        print(f"train_ranker: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
+    ranker, trainer = build_trainer(cfg, total_steps, strategy)
+    step = lambda: trainer.backbone_optimizer.iterations  # noqa: E731
 
-    train = data.pair_dataset(layout.pair_shard_pattern(cfg.input, "train"), stored_size, cfg.image_size,
-                              cfg.batch_size, training=True, seed=cfg.seed + start_step, flip=cfg.flip,
-                              max_shift=cfg.max_shift, shuffle_buffer=cfg.shuffle_buffer)
+    def train(start_step):
+        return data.pair_dataset(layout.pair_shard_pattern(cfg.input, "train"), stored_size, cfg.image_size,
+                                 cfg.batch_size, training=True, seed=cfg.seed + start_step, flip=cfg.flip,
+                                 max_shift=cfg.max_shift, shuffle_buffer=cfg.shuffle_buffer)
+
     test_pattern = layout.pair_shard_pattern(cfg.input, "test")
     has_test = int(pair_stats["pairs"].get("test", 0)) > 0
     test = data.pair_dataset(test_pattern, stored_size, cfg.image_size, cfg.batch_size, training=False) \
         if has_test else None
     preview = _preview_images(images_dir, stored_size, cfg.image_size, cfg.num_logged_images) \
         if images_dir and tf.io.gfile.glob(layout.shard_pattern(images_dir, "test")) else None
-    control = training.TrainingCallbacks(manager, lambda: trainer.backbone_optimizer.iterations,
-                                         cfg.checkpoint_every, total_steps)
     selection = None
     if cfg.select_epoch == "best" and has_test:
-        selection = training.BestEpoch(tf.train.Checkpoint(ranker=ranker), os.path.join(cfg.output, BEST_EPOCH),
-                                       lambda: trainer.backbone_optimizer.iterations, "val_pairwise_accuracy",
-                                       "max", tie_breaker="val_loss")
-        if not restored:
-            selection.reset()
+        selection = training.BestEpoch(tf.train.Checkpoint(ranker=ranker), os.path.join(output, BEST_EPOCH), step,
+                                       "val_pairwise_accuracy", "max", tie_breaker="val_loss")
     elif cfg.select_epoch == "best":
         log.warning("train_ranker: no held-out pairs to select an epoch by; the last epoch's weights are kept")
     tensorboard = keras.callbacks.TensorBoard(logdir, update_freq=max(1, cfg.checkpoint_every // 4))
-    # `control` before `selection`: the last step is checkpointed before the best epoch is loaded.
-    callbacks = [control, *([selection] if selection else []), _summaries(trainer, logdir, preview), tensorboard]
+    # `selection` right after the checkpointing callback: the last step is checkpointed before
+    # the best epoch is loaded.
+    callbacks = [*([selection] if selection else []), _summaries(trainer, logdir, preview), tensorboard]
     test_steps = math.ceil(int(pair_stats["pairs"].get("test", 0)) / cfg.batch_size) or None
-    if start_step < total_steps:
-        trainer.fit(train, epochs=cfg.epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
-                    steps_per_epoch=steps_per_epoch, validation_data=test, validation_steps=test_steps,
-                    callbacks=callbacks, verbose=training.progress_verbosity())
-    control.raise_if_diverged(STAGE, "Lower train_ranker.backbone_learning_rate/head_learning_rate")
-    control.save_final()
-    final_step = int(trainer.backbone_optimizer.iterations)
-    # fit() loads the best epoch when it ends; a rerun with nothing left to train loads it here.
-    best = selection.restore() if selection else None
+    fitted = training.fit_resumable(
+        trainer, train, cfg, callbacks, stage=STAGE, output=output, resume_from=cfg.output, strategy=strategy,
+        checkpoint=dict(ranker=ranker, backbone_optimizer=trainer.backbone_optimizer,
+                        head_optimizer=trainer.head_optimizer),
+        step=step, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, validation_data=test,
+        validation_steps=test_steps, hint="Lower train_ranker.backbone_learning_rate/head_learning_rate")
+    final_step, best = fitted.step, fitted.best
 
     metrics = {"steps": final_step, "train_pairs": num_train, "select_epoch": cfg.select_epoch if best else "last",
                "mixed_precision": cfg.mixed_precision}
@@ -237,11 +253,11 @@ def run(cfg: config_lib.RankerConfig) -> dict:
                         "test_loss": float(evaluation["loss"]), "test_pairs": int(pair_stats["pairs"]["test"])})
     if cfg.truth and images_dir:
         metrics.update(_truth_metrics(ranker, images_dir, stored_size, cfg.truth, cfg.batch_size))
-    saved_model = serving.export_ranker(ranker, os.path.join(cfg.output, "saved_model"),
+    saved_model = serving.export_ranker(ranker, os.path.join(output, "saved_model"),
                                         config_lib.to_dict(cfg), serving.file_fingerprint(stats_path), metrics=metrics)
-    ranker.save_weights(os.path.join(cfg.output, "ranker.weights.h5"))
+    ranker.save_weights(os.path.join(output, "ranker.weights.h5"))
     metrics["seconds"] = round(time.monotonic() - started, 1)
-    metrics_path = os.path.join(cfg.output, METRICS)
+    metrics_path = os.path.join(output, METRICS)
     with open(metrics_path + ".tmp", "w") as f:
         json.dump(metrics, f, indent=2, sort_keys=True)
     os.replace(metrics_path + ".tmp", metrics_path)
@@ -250,9 +266,9 @@ def run(cfg: config_lib.RankerConfig) -> dict:
     chosen = f"epoch {metrics['selected_epoch']} selected" if best else "last epoch kept"
     print(f"train_ranker: {final_step} steps ({cfg.mixed_precision} precision), {chosen}; held-out {summary}; SavedModel in {saved_model}",
           file=sys.stderr)
-    return {"metrics": metrics_path, "saved_model": saved_model, "checkpoints": manager.directory,
-            "weights": os.path.join(cfg.output, "ranker.weights.h5"), "logs": logdir,
-            "config": os.path.join(cfg.output, layout.CONFIG)}
+    return {"metrics": metrics_path, "saved_model": saved_model, "checkpoints": fitted.checkpoints,
+            "weights": os.path.join(output, "ranker.weights.h5"), "logs": logdir,
+            "config": os.path.join(output, layout.CONFIG)}
 
 
 def main(argv=None) -> int:

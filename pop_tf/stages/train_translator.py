@@ -37,6 +37,13 @@ the L1 of one output to the real image (pix2pix) or of the reconstruction (dmit)
 logged losses. TensorBoard scalars of every loss, the sample grid per epoch and the run's
 hyperparameters (HParams tab) go to `<output>/../logs/<output folder name>`, e.g.
 `<workdir>/logs/train_translator`.
+
+`distribute` (`none`, `mirrored`, `multi_worker`, `tpu`; `pop_tf.distribution`) trains under that
+`tf.distribute` strategy, `batch_size` being the global batch; both trainers divide their
+per-replica mean losses by the number of replicas and draw each replica's noise as its rows of
+the global batch's draw, so a step on R replicas is the step on one (except DMIT's own
+diversity term, a ratio of batch means that each replica takes over its slice). Under
+`multi_worker` only the chief writes the files above.
 """
 
 import dataclasses
@@ -327,6 +334,75 @@ def _write_json(path: str, value: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+@dataclasses.dataclass
+class _ModelRun:
+    """What differs between DMIT and pix2pix around the shared training driver."""
+
+    trainer: object
+    optimizers: dict  # checkpointed beside the trainer, by name
+    step: object  # callable: the global step
+    dataset: object  # callable: start step -> the training tf.data.Dataset
+    grid: object  # callable: the sample grid, uint8 [H, W, 3]
+    grid_title: str
+    held_out: object  # callable: (outputs [N, K, S, S, 3], one output or reconstruction per input, reals)
+    weights: str  # the shipped weights' file name
+    weights_of: object  # the network(s) whose weights ship
+
+
+def _dmit_run(cfg, stored_size, clusters, num_clusters, total_steps, schedule) -> _ModelRun:
+    from pop_tf import data
+
+    trainer = build_dmit(cfg, num_clusters if clusters else 0, _cluster_args(cfg, clusters), total_steps)
+    compile_dmit(trainer, cfg, schedule)
+    preview = _domain_rows(_held_out_posts_by_domain(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges),
+                           cfg.num_sample_edges, alternate_modality=True)
+
+    def dataset(start_step):
+        return data.domain_pair_dataset(layout.shard_pattern(cfg.input, "train"), stored_size, cfg.image_size,
+                                        cfg.batch_size, seed=cfg.seed + start_step, flip=cfg.flip,
+                                        cluster_of=clusters[1] if clusters else None,
+                                        modalities=tuple(cfg.modalities))
+
+    def held_out():
+        rows = _domain_rows(_held_out_posts_by_domain(cfg.input, stored_size, cfg.image_size, cfg.eval_inputs),
+                            cfg.eval_inputs, alternate_modality=False)
+        outputs = trainer.sample(rows["input"], rows["target"], seed=cfg.seed + 1, num_samples=cfg.eval_samples)
+        return outputs, trainer.translate(rows["input"], rows["input"], rows["source"]), rows["input"]
+
+    # DMIT's generator Adam is applied three times a step, so its trainer counts the steps itself.
+    return _ModelRun(trainer, trainer.optimizers, lambda: trainer.step_counter, dataset,
+                     lambda: dmit_grid(trainer, preview, cfg.seed),
+                     "samples (rows: held-out posts; columns: real | rec | fake_enc | fake_rand)", held_out,
+                     "dmit.weights.h5", trainer)
+
+
+def _pix2pix_run(cfg, stored_size, clusters, num_clusters, total_steps, schedule) -> _ModelRun:
+    import keras
+
+    from pop_tf import data
+
+    trainer = _build_pix2pix(cfg, num_clusters, _cluster_args(cfg, clusters), total_steps)
+    trainer.compile(*(precision.loss_scaled(keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
+                                            cfg.mixed_precision) for _ in range(2)),
+                    jit_compile=cfg.jit_compile)
+    preview_edges, _ = _held_out(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges)
+
+    def dataset(start_step):
+        return data.edge_to_image_dataset(layout.shard_pattern(cfg.input, "train"), stored_size, cfg.image_size,
+                                          cfg.batch_size, seed=cfg.seed + start_step, flip=cfg.flip,
+                                          cluster_of=clusters[1] if clusters else None)
+
+    def held_out():
+        edges, reals = _held_out(cfg.input, stored_size, cfg.image_size, cfg.eval_inputs)
+        outputs, _ = trainer.sample(edges, seed=cfg.seed + 1, num_samples=cfg.eval_samples)
+        return outputs, outputs[:, 0], reals
+
+    return _ModelRun(trainer, {"g_optimizer": trainer.g_optimizer, "d_optimizer": trainer.d_optimizer},
+                     lambda: trainer.g_optimizer.iterations, dataset,
+                     lambda: sample_grid(trainer, preview_edges, cfg.seed), "samples (edges, then one row per cluster)",
+                     held_out, "generator.weights.h5", trainer.generator)
+
+
 def run(cfg: config_lib.TranslatorConfig) -> dict:
     """Trains (or resumes) the translator; returns the artifact paths."""
     _check_config(cfg)
@@ -342,11 +418,19 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     else:
         _check_pix2pix_sizes(cfg)
 
+    from pop_tf import distribution
+
+    strategy = distribution.make_strategy(cfg.distribute, STAGE)
+    with distribution.worker_output(cfg.output, strategy, STAGE) as output:
+        return _train(cfg, strategy, output, stored_size, num_train)
+
+
+def _train(cfg, strategy, output: str, stored_size: int, num_train: int) -> dict:
     import keras
     import tensorflow as tf
     from PIL import Image
 
-    from pop_tf import data, serving, training
+    from pop_tf import distribution, serving, training
     from pop_tf.metrics import lpips
     from pop_tf.stages import cluster
 
@@ -354,103 +438,48 @@ def run(cfg: config_lib.TranslatorConfig) -> dict:
     clusters, num_clusters = None, 1
     if cfg.diversity == "clusters":
         # E runs on every fake of every step (L_d, L_m): it computes in the trainer's precision.
-        with precision.policy(cfg.mixed_precision):
+        with precision.policy(cfg.mixed_precision), strategy.scope():
             clusters = cluster.load_outputs(cfg.clusters)
         num_clusters = clusters[0].num_clusters
-    cluster_of = clusters[1] if clusters else None
-    os.makedirs(cfg.output, exist_ok=True)
-    # Read before this run's config replaces it: a checkpoint that no longer fits is explained by it.
-    changed = config_lib.changed_settings(cfg, cfg.output)
     # Named after the output folder, so ablation runs beside each other are separate TensorBoard runs.
-    output = os.path.abspath(cfg.output)
-    logdir = cfg.logdir or os.path.join(os.path.dirname(output), "logs", os.path.basename(output))
+    folder = os.path.abspath(cfg.output)
+    logdir = (cfg.logdir or os.path.join(os.path.dirname(folder), "logs", os.path.basename(folder))) \
+        if distribution.is_chief(strategy) else os.path.join(output, "logs")
     steps_per_epoch = cfg.steps_per_epoch or max(1, num_train // cfg.batch_size)
     epochs, decay_epochs, learning_rate = schedule_of(cfg)
     total_steps = epochs * steps_per_epoch
     schedule = training.ConstantThenLinearDecay(learning_rate, total_steps, min(decay_epochs, epochs) * steps_per_epoch)
-    pattern = layout.shard_pattern(cfg.input, "train")
-
-    if is_dmit:
-        trainer = build_dmit(cfg, num_clusters if clusters else 0, _cluster_args(cfg, clusters), total_steps)
-        compile_dmit(trainer, cfg, schedule)
-        optimizers = trainer.optimizers
-        preview = _domain_rows(_held_out_posts_by_domain(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges),
-                               cfg.num_sample_edges, alternate_modality=True)
-        make_grid = lambda: dmit_grid(trainer, preview, cfg.seed)  # noqa: E731
-        grid_title = "samples (rows: held-out posts; columns: real | rec | fake_enc | fake_rand)"
-    else:
-        trainer = _build_pix2pix(cfg, num_clusters, _cluster_args(cfg, clusters), total_steps)
-        trainer.compile(*(precision.loss_scaled(keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
-                                                cfg.mixed_precision) for _ in range(2)),
-                        jit_compile=cfg.jit_compile)
-        optimizers = {"g_optimizer": trainer.g_optimizer, "d_optimizer": trainer.d_optimizer}
-        preview_edges, _ = _held_out(cfg.input, stored_size, cfg.image_size, cfg.num_sample_edges)
-        make_grid = lambda: sample_grid(trainer, preview_edges, cfg.seed)  # noqa: E731
-        grid_title = "samples (edges, then one row per cluster)"
-    # DMIT's generator Adam is applied three times a step, so its trainer counts the steps itself.
-    step = (lambda: trainer.step_counter) if is_dmit else (lambda: trainer.g_optimizer.iterations)
-    checkpoint = tf.train.Checkpoint(model=trainer, **optimizers)
-    manager = training.checkpoint_manager(checkpoint, os.path.join(cfg.output, "checkpoints"), STAGE)
-    restored = training.restore_newest(checkpoint, manager, STAGE, changed)
-    config_lib.write_resolved(cfg, cfg.output)
-    start_step = int(step())
-    if restored:
-        print(f"{STAGE}: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
-
-    if is_dmit:
-        train = data.domain_pair_dataset(pattern, stored_size, cfg.image_size, cfg.batch_size,
-                                         seed=cfg.seed + start_step, flip=cfg.flip, cluster_of=cluster_of,
-                                         modalities=tuple(cfg.modalities))
-    else:
-        train = data.edge_to_image_dataset(pattern, stored_size, cfg.image_size, cfg.batch_size,
-                                           seed=cfg.seed + start_step, flip=cfg.flip, cluster_of=cluster_of)
-    writer = tf.summary.create_file_writer(os.path.join(logdir, "samples"))
+    with strategy.scope():
+        model = (_dmit_run if cfg.model == "dmit" else _pix2pix_run)(cfg, stored_size, clusters, num_clusters,
+                                                                     total_steps, schedule)
     _write_hparams(cfg, os.path.join(logdir, "train"))
+    callbacks = [training.ImageSummary(tf.summary.create_file_writer(os.path.join(logdir, "samples")),
+                                       model.grid_title, model.grid, model.step),
+                 keras.callbacks.TensorBoard(logdir, update_freq=max(1, cfg.checkpoint_every // 4))]
+    fitted = training.fit_resumable(
+        model.trainer, model.dataset, cfg, callbacks, stage=STAGE, output=output, resume_from=cfg.output,
+        strategy=strategy, checkpoint=dict(model=model.trainer, **model.optimizers), step=model.step,
+        epochs=epochs, steps_per_epoch=steps_per_epoch, hint="Lower train_translator.learning_rate")
 
-    class SampleGrid(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            with writer.as_default(step=int(step())):
-                tf.summary.image(grid_title, make_grid()[None])
-
-    control = training.TrainingCallbacks(manager, step, cfg.checkpoint_every, total_steps)
-    callbacks = [control, SampleGrid(), keras.callbacks.TensorBoard(logdir, update_freq=max(1, cfg.checkpoint_every // 4))]
-    losses = {}
-    if start_step < total_steps:
-        history = trainer.fit(train, epochs=epochs, initial_epoch=start_step // steps_per_epoch, shuffle=False,
-                              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=training.progress_verbosity())
-        losses = {name: float(values[-1]) for name, values in history.history.items() if values}
-    control.raise_if_diverged(STAGE, "Lower train_translator.learning_rate")
-    control.save_final()
-
-    if is_dmit:
-        rows = _domain_rows(_held_out_posts_by_domain(cfg.input, stored_size, cfg.image_size, cfg.eval_inputs),
-                            cfg.eval_inputs, alternate_modality=False)
-        outputs = trainer.sample(rows["input"], rows["target"], seed=cfg.seed + 1, num_samples=cfg.eval_samples)
-        reconstruction = trainer.translate(rows["input"], rows["input"], rows["source"])
-        reals = rows["input"]
-        weights = os.path.join(cfg.output, "dmit.weights.h5")
-    else:
-        edges, reals = _held_out(cfg.input, stored_size, cfg.image_size, cfg.eval_inputs)
-        outputs, _ = trainer.sample(edges, seed=cfg.seed + 1, num_samples=cfg.eval_samples)
-        reconstruction = outputs[:, 0]
-        weights = os.path.join(cfg.output, "generator.weights.h5")
+    outputs, reconstruction, reals = model.held_out()
+    weights = os.path.join(output, model.weights)
     diversity = lpips.diversity(l1_distance, outputs.numpy())
-    metrics = {"model": cfg.model, "diversity": cfg.diversity, "steps": int(step()),
+    metrics = {"model": cfg.model, "diversity": cfg.diversity, "steps": fitted.step,
                "diversity_l1": diversity["mean"], "diversity_l1_stderr": diversity["stderr"],
                "diversity_pairs": diversity["num_pairs"],
                "reconstruction_l1": float(l1_distance(reconstruction, reals).mean()),
-               "num_clusters": num_clusters, "train_posts": num_train, "losses": losses,
+               "num_clusters": num_clusters, "train_posts": num_train, "losses": fitted.history,
                "mixed_precision": cfg.mixed_precision}
-    Image.fromarray(make_grid()).save(os.path.join(cfg.output, SAMPLES))
-    (trainer if is_dmit else trainer.generator).save_weights(weights)
-    paths = {"samples": os.path.join(cfg.output, SAMPLES), "weights": weights, "checkpoints": manager.directory,
-             "logs": logdir, "config": os.path.join(cfg.output, "config.json")}
-    if is_dmit:
+    Image.fromarray(model.grid()).save(os.path.join(output, SAMPLES))
+    model.weights_of.save_weights(weights)
+    paths = {"samples": os.path.join(output, SAMPLES), "weights": weights, "checkpoints": fitted.checkpoints,
+             "logs": logdir, "config": os.path.join(output, "config.json")}
+    if cfg.model == "dmit":
         paths["saved_model"] = serving.export_translator(
-            trainer, os.path.join(cfg.output, SAVED_MODEL), config_lib.to_dict(cfg),
+            model.trainer, os.path.join(output, SAVED_MODEL), config_lib.to_dict(cfg),
             serving.file_fingerprint(os.path.join(cfg.input, "scores.csv")), metrics=dict(metrics))
     metrics["seconds"] = round(time.monotonic() - started, 1)
-    paths["metrics"] = os.path.join(cfg.output, METRICS)
+    paths["metrics"] = os.path.join(output, METRICS)
     _write_json(paths["metrics"], metrics)
     print(f"{STAGE}: {cfg.model}/{cfg.diversity}: {metrics['steps']} steps ({cfg.mixed_precision} precision); held-out diversity (mean pairwise L1) "
           f"{diversity['mean']:.4f} ± {diversity['stderr']:.4f}", file=sys.stderr)
