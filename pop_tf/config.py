@@ -448,7 +448,7 @@ class EvaluateConfig:
     features give fid_synth, kid_synth, precision/recall_synth, NDB/JSD and diversity_synth;
     `attribute_samples` random styles per input count distinct confident colours.
 
-    `mixed_precision` (`pop_tf.precision`) is the compute policy of the Inception and VGG16
+    `mixed_precision` (`pop_tf.precision`) is the compute policy of the Inception and LPIPS
     feature extractors; their features, and every statistic built on them, stay float32.
     """
 

@@ -408,6 +408,8 @@ def test_converter_cli_writes_a_loadable_npz(tmp_path, monkeypatch, capsys):
 # --- AlexNet and the lpips package itself ----------------------------------------------------------
 
 
+# lpips builds its random backbone with torchvision's deprecated pretrained=False.
+@pytest.mark.filterwarnings("ignore:.*deprecated since 0.13:UserWarning")
 @pytest.mark.parametrize("net, size", [("alex", 64), ("vgg", 32)])
 def test_converted_published_linear_layers_and_random_backbone_match_lpips(net, size, tmp_path, capsys):
     lpips_package = reference("lpips")

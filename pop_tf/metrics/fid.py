@@ -271,7 +271,7 @@ class InceptionFeatures:
     with a file that `fid_convert` wrote from pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`
     (it records the source's SHA-256); every other combination is `"fid_like"`. That is then
     pytorch-fid's FID, which its author reports to differ slightly from the TTUR TensorFlow code's
-    (another resize and image decoder), e.g. by 0.08 on LSUN.
+    (image interpolation and library backends; 0.08 absolute on LSUN with ProGAN images).
 
     Args:
         weights: `"imagenet"`, `"none"`/None, or the path of a weights file (see above).
