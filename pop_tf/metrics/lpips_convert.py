@@ -70,9 +70,9 @@ ALEXNET_CONVOLUTIONS = (
 INSTALLED_LINEAR_WEIGHTS = os.path.join("weights", "v0.1", "{net}.pth")
 # `lin<k>.model.<i>.weight`: i is 1 after the Dropout of the released models, 0 without it.
 _LINEAR_KEY = re.compile(r"^(?:module\.)?lin(\d+)\.model\.(\d+)\.weight$")
-# `features.<i>.` in torchvision's VGG16; `net.slice<s>.<i>.` in a saved lpips.LPIPS module,
-# which keeps torchvision's indices.
-_VGG_KEY = re.compile(r"^(?:module\.)?(?:features|net\.slice[1-5])\.(\d+)\.(weight|bias)$")
+# `features.<i>.` in torchvision's VGG16 and AlexNet; `net.slice<s>.<i>.` in a saved
+# lpips.LPIPS module, which keeps torchvision's indices.
+_FEATURES_KEY = re.compile(r"^(?:module\.)?(?:features|net\.slice[1-5])\.(\d+)\.(weight|bias)$")
 TORCH_INSTALL_HINT = (
     "Reading .pth checkpoints needs PyTorch, which pop_tf does not install: run `pip install "
     "torch --index-url https://download.pytorch.org/whl/cpu` (or any torch build) and retry.")
@@ -171,7 +171,7 @@ def _convolutions_from_state_dict(state_dict, convolutions, network):
     """{Keras layer: [kernel [kh, kw, in, out], bias [out]]} for torchvision `features.<i>` convs."""
     found = {}
     for key, value in state_dict.items():
-        match = _VGG_KEY.match(key)
+        match = _FEATURES_KEY.match(key)
         if match:
             found[(int(match.group(1)), match.group(2))] = (key, np.asarray(value))
     layers = {}
