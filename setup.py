@@ -28,8 +28,11 @@ INSTALL_REQUIRES = [
 ]
 # torch checks the PyTorch-checkpoint converters against PyTorch itself. 2.13 is the series whose
 # CPU-only wheel this project's machines serve; an unpinned torch resolves to a newer CUDA build
-# of several GB from PyPI.
-TEST_REQUIRES = ["pytest>=8,<10", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "torch==2.13.*"]
+# of several GB from PyPI. pytorch-fid and lpips are the references of the FID graph and LPIPS
+# (and lpips ships the linear weights its converter test reads); both import torchvision, pinned
+# to the release built for torch 2.13 so that it does not pull a newer torch in.
+TEST_REQUIRES = ["pytest>=8,<10", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "torch==2.13.*",
+                 "torchvision==0.28.*", "pytorch-fid==0.3.*", "lpips==0.1.4"]
 
 setup(
     name="pop_tf",

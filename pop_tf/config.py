@@ -425,9 +425,15 @@ class EvaluateConfig:
     `truth` (a truth.jsonl) adds Kendall tau / Spearman of the ranker's test scores.
 
     `inception_weights` / `lpips_weights` are `imagenet`, `none` (random weights: smoke tests and
-    the demo only, meaningless as quality figures) or a weights file; only with
-    `inception_standard` / `lpips_standard` (a faithful conversion of the published weights) are
-    the figures FID / LPIPS proper, otherwise they are labelled fid_like / lpips_like.
+    the demo only, meaningless as quality figures) or a weights file. `inception_network` is
+    `keras` (keras.applications' InceptionV3), `fid` (the 2015-12-05 graph of published FID) or
+    `auto` (`fid` for a file written by `pop_tf.metrics.fid_convert`); the figure is FID proper
+    only for that graph with the converted published weights, which the file records, and
+    `inception_standard=true` stops the run unless it is. `lpips_net` is the LPIPS backbone,
+    `vgg` (Keras ImageNet weights available) or `alex` (the `lpips` package's default; a
+    converted torchvision file or `none`); the figure is LPIPS proper only with
+    `lpips_standard`, the user's statement that the backbone and `lpips_linear_weights` are
+    conversions of the published weights. Everything else is labelled fid_like / lpips_like.
     LPIPS diversity: `num_inputs` (N) test inputs × `samples_per_input` (M) random styles, every
     pair of outputs of the same input. NDB/JSD: `ndb_bins` k-means bins fitted on up to
     `ndb_max_train` training images downsampled to `ndb_image_size`² raw pixels (as Richardson &
@@ -452,7 +458,7 @@ class EvaluateConfig:
     features give fid_synth, kid_synth, precision/recall_synth, NDB/JSD and diversity_synth;
     `attribute_samples` random styles per input count distinct confident colours.
 
-    `mixed_precision` (`pop_tf.precision`) is the compute policy of the Inception and VGG16
+    `mixed_precision` (`pop_tf.precision`) is the compute policy of the Inception and LPIPS
     feature extractors; their features, and every statistic built on them, stay float32.
     """
 
@@ -465,7 +471,9 @@ class EvaluateConfig:
     output: str = ""
     logdir: str = ""  # TensorBoard; default <output>/../logs/evaluate
     inception_weights: str = "imagenet"
+    inception_network: Literal["auto", "keras", "fid"] = "auto"
     inception_standard: bool = False
+    lpips_net: Literal["vgg", "alex"] = "vgg"
     lpips_weights: str = "imagenet"
     lpips_linear_weights: str = ""  # .npz of the 1x1 linear weights; empty: all ones
     lpips_standard: bool = False

@@ -231,7 +231,7 @@ class _CopyTranslator(tf.Module):
 class _MeanColourFeatures:
     """Stands in for the random-weight InceptionV3 (slow at 299 px, and meaningless here)."""
 
-    metric_name, weights, standard = "fid_like", "none", False
+    metric_name, weights, standard, network = "fid_like", "none", False, "keras"
 
     def __call__(self, images, batch_size=32):
         x = np.asarray(images, np.float64)

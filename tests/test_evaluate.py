@@ -382,7 +382,7 @@ def test_cli_resolves_workdir_defaults(tmp_path, capsys):
 class _RecordingFeatures:
     """Stands in for InceptionV3: mean and std per channel, and a record of every image it saw."""
 
-    metric_name, weights, standard = "fid_like", "none", False
+    metric_name, weights, standard, network = "fid_like", "none", False, "keras"
 
     def __init__(self):
         self.seen = []

@@ -1,18 +1,22 @@
-"""Tests of LPIPS, its converter and the diversity protocol (pop_tf.metrics.lpips, docs/metrics.md).
+"""Tests of LPIPS, its converter and the diversity protocol (pop_tf.metrics.lpips, lpips_convert;
+docs/metrics.md).
 
-Nothing is downloaded: the backbone is a randomly initialised VGG16 (weights="none", seeded) or a
-file written here from a random torchvision-layout state dict, and images are 16 to 48 pixels.
+Nothing is downloaded: the backbone is a randomly initialised VGG16 or AlexNet (weights="none",
+seeded) or a file written here from a random torchvision-layout state dict, the linear layers are
+the ones the `lpips` wheel ships, and images are 16 to 64 pixels.
 """
 
+import os
 import sys
 
 import keras
 import numpy as np
 import pytest
 
-from pop_tf.errors import PopTfError
+from pop_tf.errors import PopTfError, UsageError
 from pop_tf.metrics import lpips as lp
 from pop_tf.metrics import lpips_convert as conv
+from tests.torch_reference import reference
 
 def _torchvision_state_dict(seed):
     """A random state dict with the keys and shapes of torchvision's vgg16()."""
@@ -399,6 +403,109 @@ def test_converter_cli_writes_a_loadable_npz(tmp_path, monkeypatch, capsys):
     assert conv.main(["--linear", str(checkpoint), "--output", str(tmp_path / "bad.npz")]) == 1
     assert "negative" in capsys.readouterr().err
     assert conv.main(["--linear", str(tmp_path / "none.pth"), "--output", "x.npz"]) == 2
+
+
+# --- AlexNet and the lpips package itself ----------------------------------------------------------
+
+
+# lpips builds its random backbone with torchvision's deprecated pretrained=False.
+@pytest.mark.filterwarnings("ignore:.*deprecated since 0.13:UserWarning")
+@pytest.mark.parametrize("net, size", [("alex", 64), ("vgg", 32)])
+def test_converted_published_linear_layers_and_random_backbone_match_lpips(net, size, tmp_path, capsys):
+    lpips_package = reference("lpips")
+    import torch
+
+    torch.manual_seed(0)
+    # The shipped v0.1 linear layers (pretrained=True reads them from the package's folder) on a
+    # random torchvision backbone (pnet_rand=True: nothing to download).
+    published = lpips_package.LPIPS(net=net, pnet_rand=True, verbose=False)
+    checkpoint = tmp_path / "lpips_module.pth"
+    torch.save(published.state_dict(), checkpoint)
+    linear, backbone = str(tmp_path / f"lpips_{net}.npz"), str(tmp_path / f"{net}.weights.h5")
+    # The linear layers from the installed package (no --linear), the backbone from the saved
+    # module's net.slice<s>.<i> keys.
+    assert conv.main(["--net", net, "--output", linear, f"--{net}", str(checkpoint), f"--{net}-output", backbone]) == 0
+    assert f"v0.1{os.sep}{net}.pth" in capsys.readouterr().out
+    metric = lp.LPIPS(net=net, weights=backbone, linear_weights=linear, standard=True)
+    for k, weights in enumerate(metric.linear_weights):
+        np.testing.assert_array_equal(weights, getattr(published, f"lin{k}").model[1].weight.detach().numpy().reshape(-1))
+    rng = np.random.default_rng(30)
+    a = _smooth_images(31, 3, size)
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), -1, 1).astype(np.float32)
+    b[2] = rng.uniform(-1, 1, b[2].shape)  # one unrelated pair: a large distance
+    with torch.no_grad():
+        expected = published(torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))),
+                             torch.from_numpy(np.ascontiguousarray(b.transpose(0, 3, 1, 2)))).numpy().reshape(-1)
+    distances = metric(a, b)
+    assert np.abs(distances - expected).max() <= 1e-4, (distances, expected)
+    assert expected[2] > 2 * expected[:2].max()  # the pairs span a range, so order errors show
+
+
+def test_alexnet_backbone_structure_and_smallest_image():
+    keras.utils.set_random_seed(0)
+    metric = lp.LPIPS(net="alex", weights="none")
+    assert [(name, lpips_name) for name, lpips_name, _ in metric.layers] == [
+        ("conv1", "relu1"), ("conv2", "relu2"), ("conv3", "relu3"), ("conv4", "relu4"), ("conv5", "relu5")]
+    # conv1: (64 + 2·2 − 11) // 4 + 1 = 15; each 3×3/2 pool: (15 − 3) // 2 + 1 = 7, then 3.
+    outputs = metric.feature_model(np.zeros((1, 64, 64, 3), np.float32))
+    assert [tuple(o.shape) for o in outputs] == [
+        (1, 15, 15, 64), (1, 7, 7, 192), (1, 3, 3, 384), (1, 3, 3, 256), (1, 3, 3, 256)]
+    assert all(metric.feature_model.get_layer(name).activation is keras.activations.relu
+               for name, _, _ in metric.layers)
+    assert metric.settings["backbone"] == "alexnet" and metric.settings["layers"][-1] == "relu5"
+    assert metric.metric_name == "lpips_like" and metric.preprocessing == "lpips"
+    with pytest.raises(ValueError, match="at least 31x31"):
+        metric(np.zeros((1, 30, 64, 3), np.float32), np.zeros((1, 30, 64, 3), np.float32))
+    smallest = np.random.default_rng(32).uniform(-1, 1, (2, 31, 31, 3)).astype(np.float32)
+    assert np.all(np.isfinite(metric(smallest, smallest[::-1])))
+    assert [tuple(o.shape) for o in metric.feature_model(smallest)][-1] == (2, 1, 1, 256)
+
+
+def test_alexnet_options_and_mismatched_linear_weights_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="Keras ships no ImageNet AlexNet.*--alex"):
+        lp.LPIPS(net="alex", weights="imagenet")
+    with pytest.raises(ValueError, match="caffe"):
+        lp.LPIPS(net="alex", weights="none", preprocessing="caffe")
+    with pytest.raises(ValueError, match="net must be one of vgg, alex"):
+        lp.LPIPS(net="squeeze", weights="none")
+    vgg_linear = tmp_path / "vgg.npz"
+    lp.save_linear_weights(vgg_linear, [np.ones(c) for c in lp.NET_CHANNELS["vgg"]])
+    with pytest.raises(lp.LinearWeightsError, match="LPIPS on vgg16.*pass net=vgg"):
+        lp.LPIPS(net="alex", weights="none", linear_weights=vgg_linear)
+    alex_state = {f"lin{k}.model.1.weight": np.ones((1, c, 1, 1), np.float32)
+                  for k, c in enumerate(lp.NET_CHANNELS["alex"])}
+    with pytest.raises(lp.LinearWeightsError, match="--net alex"):
+        conv.linear_weights_from_state_dict(alex_state)
+    assert [v.shape for v in conv.linear_weights_from_state_dict(alex_state, net="alex").values()] == [
+        (64,), (192,), (384,), (256,), (256,)]
+
+
+def test_alexnet_converter_rejects_other_checkpoints():
+    rng = np.random.default_rng(33)
+    state = {f"features.{index}.{kind}": rng.standard_normal(shape).astype(np.float32)
+             for index, _, c_in, c_out, k in conv.ALEXNET_CONVOLUTIONS
+             for kind, shape in (("weight", (c_out, c_in, k, k)), ("bias", (c_out,)))}
+    layers = conv.alexnet_kernels_from_state_dict(state)
+    np.testing.assert_array_equal(layers["conv2"][0], state["features.3.weight"].transpose(2, 3, 1, 0))
+    misshapen = dict(state, **{"features.8.weight": np.zeros((256, 384, 5, 5), np.float32)})
+    with pytest.raises(ValueError, match=r"AlexNet conv4 needs \[256, 384, 3, 3\]"):
+        conv.alexnet_kernels_from_state_dict(misshapen)
+    del state["features.10.bias"]
+    with pytest.raises(ValueError, match="no features.10.bias"):
+        conv.alexnet_kernels_from_state_dict(state)
+
+
+def test_converter_without_the_lpips_package_names_the_fix(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "lpips" else real_find_spec(name, *args))
+    with pytest.raises(UsageError, match="pip install lpips"):
+        conv.installed_linear_weights("alex")
+    assert conv.main(["--net", "alex", "--output", str(tmp_path / "lin.npz")]) == 2
+    assert "--linear" in capsys.readouterr().err
+    assert not (tmp_path / "lin.npz").exists()
 
 
 # --- diversity -----------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Evaluation metrics (protocols: docs/metrics.md): numpy in, floats out.
 
 - `pop_tf.metrics.fid`: Fréchet distance between Gaussian fits of feature activations, and the
-  InceptionV3 feature extractor that produces them.
+  Inception feature extractor that produces them; `fid_inception` is the 2015-12-05 graph of
+  published FID and `fid_convert` converts pytorch-fid's weights for it.
+- `pop_tf.metrics.lpips`: LPIPS on VGG16 or AlexNet and the LPIPS-diversity protocol;
+  `lpips_convert` converts the published linear layers and torchvision backbones.
 - `pop_tf.metrics.ndb`: Number of statistically Different Bins and the Jensen-Shannon divergence
   between k-means bin histograms (Richardson & Weiss 2018).
 - `pop_tf.metrics.kid`: Kernel Inception Distance (unbiased cubic-kernel MMD², Bińkowski et al. 2018).

@@ -1,14 +1,15 @@
-"""Fréchet Inception Distance: the maths, and the InceptionV3 feature extractor.
+"""Fréchet Inception Distance: the maths, and the Inception feature extractor.
 
 The maths (`frechet_distance`, `activation_statistics`, `fid_from_activations`) needs only numpy
 and scipy and works on any feature vectors. The extractor (`InceptionFeatures`) loads TensorFlow
 lazily, on construction, so importing this module stays cheap.
 
-Comparability: published FID numbers use the 2015-12-05 TensorFlow Inception graph.
-`keras.applications.InceptionV3(weights="imagenet")` is a different training run with different
-weights, so distances computed with it are *FID-like*: useful to rank models against each other
-within pop_tf, never to compare with a paper. Every result therefore carries a metric name,
-`"fid"` only for a converted file of the standard weights, else `"fid_like"`.
+Comparability: published FID numbers use the 2015-12-05 TensorFlow Inception graph, which is
+not `keras.applications.InceptionV3`: another training run, and a slightly different network
+(`pop_tf.metrics.fid_inception`). The extractor runs either network. Every result carries a
+metric name, `"fid"` only for the FID graph with weights converted from pytorch-fid's published
+file (`pop_tf.metrics.fid_convert`), else `"fid_like"`: distances that rank models against each
+other within pop_tf, never comparable with a paper.
 
 Protocol (docs/metrics.md, FID and FID-like): 2048-d average-pool features at 299×299,
 statistics and distance in float64, generated images compared with real *test* images of the
@@ -21,6 +22,7 @@ References:
     Multivariate Analysis 12(3), 1982 (the closed form used here).
     Szegedy, Vanhoucke, Ioffe, Shlens, Wojna. "Rethinking the Inception Architecture for Computer
     Vision", CVPR 2016 (InceptionV3).
+    Seitzer, pytorch-fid (mseitzer/pytorch-fid): the FID graph in PyTorch and its weights.
 """
 
 import os
@@ -43,6 +45,9 @@ SQRTM_EPS = 1e-6
 # Round-off on a product of two PSD matrices leaves parts far below this; anything above it means
 # the statistics are broken, not that the matrices are merely ill-conditioned.
 IMAGINARY_TOLERANCE = 1e-3
+# The extractor's networks: keras.applications.InceptionV3, the 2015-12-05 FID graph, or chosen
+# by the weights file.
+NETWORKS = ("auto", "keras", "fid")
 
 
 class InceptionWeightsError(PopTfError):
@@ -225,44 +230,70 @@ def _frechet_distance_low_rank(act1, act2, mu1, mu2):
 # ---------------------------------------------------------------------------------------------
 
 
+def prepare_images(images):
+    """[N, H, W, 3] float pixels in [0, 255] → the network's [N, 299, 299, 3] input in [-1, 1].
+
+    Bilinear with half-pixel centres and no antialiasing, pytorch-fid's
+    `F.interpolate(x, (299, 299), mode="bilinear", align_corners=False)`, then its 2 · (x / 255) − 1
+    (which is also `keras.applications.inception_v3.preprocess_input`).
+    """
+    import tensorflow as tf
+
+    size = (INCEPTION_INPUT_SIZE, INCEPTION_INPUT_SIZE)
+    images = tf.image.resize(images, size, method="bilinear", antialias=False)
+    return images / 127.5 - 1.0
+
+
 class InceptionFeatures:
-    """InceptionV3 2048-d average-pool features of images, the input of FID.
+    """Inception 2048-d average-pool features of images, the input of FID.
 
-    The network is `keras.applications.InceptionV3(include_top=False, pooling="avg")` at 299×299.
-    Images of any size are resized to 299×299 (bilinear) and scaled with
-    `keras.applications.inception_v3.preprocess_input` (to [-1, 1]).
+    Images of any size are resized to 299×299 (bilinear, half-pixel centres, no antialiasing:
+    pytorch-fid's `F.interpolate(..., align_corners=False)`) and scaled from [0, 255] to [-1, 1].
 
-    Weights:
-        - `"imagenet"`: the Keras ImageNet weights, downloaded by Keras into its cache on first
-          use. Offline, place `inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5` in
-          `~/.keras/models/` (or `$KERAS_HOME/models/`). Results are labelled `"fid_like"`.
-        - `"none"` (or None): random initialisation, for tests and smoke runs only; labelled
-          `"fid_like"` and meaningless as a quality measure.
-        - a path: a Keras weights file (`.weights.h5`, or a legacy `.h5` such as the cache file
-          above) whose layers match `keras.applications.InceptionV3(include_top=False)`.
+    Networks (`network`):
+        - `"keras"`: `keras.applications.InceptionV3(include_top=False, pooling="avg")`.
+        - `"fid"`: the 2015-12-05 FID graph (`pop_tf.metrics.fid_inception`), which max-pools in
+          its last block and has batch-norm scales; the network of published FID.
+        - `"auto"` (default): `"fid"` for a file written by `pop_tf.metrics.fid_convert`,
+          `"keras"` otherwise.
 
-    Standard FID: published FIDs use the 2015-12-05 TensorFlow Inception weights, which Keras does
-    not ship. pop_tf does not convert them; a user who wants comparable numbers converts them
-    once, themselves, into a Keras InceptionV3 (include_top=False) model and saves it with
-    `model.save_weights("inception_2015_12_05.weights.h5")`, then passes
-    `InceptionFeatures(weights="inception_2015_12_05.weights.h5", standard=True)`. Only then is
-    `metric_name` `"fid"`. pop_tf only loads the file and cannot verify which weights it holds:
-    `standard=True` is the user's statement that it is a faithful conversion.
+    Weights (`weights`):
+        - `"imagenet"`: the Keras ImageNet weights (keras network only), downloaded by Keras into
+          its cache on first use. Offline, place
+          `inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5` in `~/.keras/models/` (or
+          `$KERAS_HOME/models/`).
+        - `"none"` (or None): random initialisation, for tests and smoke runs only.
+        - a path: a Keras weights file for the network: for `"keras"` a `.weights.h5` or legacy
+          `.h5` (such as the cache file above) of `InceptionV3(include_top=False)`, for `"fid"`
+          the output of `python -m pop_tf.metrics.fid_convert`.
+
+    Published FID: the figure is named `"fid"` (`metric_name`, `standard`) only for the FID graph
+    with a file that `fid_convert` wrote from pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`
+    (it records the source's SHA-256); every other combination is `"fid_like"`. That is then
+    pytorch-fid's FID, which its author reports to differ slightly from the TTUR TensorFlow code's
+    (image interpolation and library backends; 0.08 absolute on LSUN with ProGAN images).
 
     Args:
         weights: `"imagenet"`, `"none"`/None, or the path of a weights file (see above).
-        standard: True only for a converted file of the standard 2015-12-05 weights; requires a
-            path in `weights`.
+        standard: True demands published FID: construction fails unless the figure is `"fid"`,
+            so that a run meant for a paper cannot silently report an FID-like number.
+        network: `"auto"`, `"keras"` or `"fid"` (see above).
 
     Raises:
         InceptionWeightsError: when the ImageNet weights cannot be downloaded, the path does not
-            exist or cannot be loaded, or `standard=True` comes without a path.
+            exist or cannot be loaded into the network, the network and weights do not go
+            together, or `standard=True` and the weights are not the converted published file.
 
     References:
-        Szegedy et al. 2016 (InceptionV3); Heusel et al. 2017 (FID).
+        Szegedy et al. 2016 (InceptionV3); Heusel et al. 2017 (FID); pytorch-fid.
     """
 
-    def __init__(self, weights="imagenet", standard=False):
+    def __init__(self, weights="imagenet", standard=False, network="auto"):
+        from pop_tf.metrics import fid_inception
+
+        if network not in NETWORKS:
+            raise InceptionWeightsError(
+                f"network must be one of {', '.join(NETWORKS)}, got {network!r}.")
         if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
             source = "none"
         elif isinstance(weights, str) and weights.lower() == "imagenet":
@@ -274,27 +305,50 @@ class InceptionFeatures:
             raise InceptionWeightsError(
                 f"weights must be 'imagenet', 'none' or the path of a weights file, got "
                 f"{weights!r}.")
-        if standard and source != "path":
-            raise InceptionWeightsError(
-                "standard=True marks a converted file of the 2015-12-05 TF Inception weights, so "
-                f"it needs weights=<path to that file>, not weights={weights!r}.")
         if source == "path" and not os.path.isfile(weights):
             raise InceptionWeightsError(
                 f"The InceptionV3 weights file {weights} does not exist; pass the path of an "
                 "existing .weights.h5 file, weights=imagenet or weights=none.")
+        provenance = fid_inception.read_provenance(weights) if source == "path" else {}
+        converted = provenance.get("network") == fid_inception.NETWORK_NAME
+        if network == "auto":
+            network = "fid" if converted else "keras"
+        if network == "fid" and source == "imagenet":
+            raise InceptionWeightsError(
+                "The FID Inception graph has no Keras ImageNet weights: convert pytorch-fid's "
+                f"{fid_inception.PUBLISHED_FILE} with `python -m pop_tf.metrics.fid_convert "
+                "--output fid_inception.weights.h5` and pass weights=<that file>, or use "
+                "network=keras.")
+        if network == "keras" and converted:
+            raise InceptionWeightsError(
+                f"{weights} holds the FID Inception graph (written by pop_tf.metrics.fid_convert), "
+                "not keras.applications.InceptionV3: use network=fid or network=auto.")
+        published = network == "fid" and fid_inception.is_published(provenance)
+        if standard and not published:
+            raise InceptionWeightsError(
+                "standard=True demands published FID, which needs the FID Inception graph with "
+                f"weights converted from pytorch-fid's {fid_inception.PUBLISHED_FILE}: run `python "
+                "-m pop_tf.metrics.fid_convert --input <that file> --output "
+                f"fid_inception.weights.h5` and pass weights=<that file> (got weights={weights!r}, "
+                f"network={network}); or drop standard=True for an FID-like figure.")
         self.weights = weights if source == "path" else source
-        self.standard = bool(standard)
-        self._model = self._build_model(source, weights)
+        self.network = network
+        self.standard = published
+        self._model = self._build_model(source, weights, network)
         self._forward = self._make_forward()
 
     @staticmethod
-    def _build_model(source, path):
+    def _build_model(source, path, network):
         import keras
 
+        from pop_tf.metrics import fid_inception
         from pop_tf.models.backbones import keras_models_dir_for_humans
 
         shape = (INCEPTION_INPUT_SIZE, INCEPTION_INPUT_SIZE, 3)
-        if source == "imagenet":
+        if network == "fid":
+            model = fid_inception.fid_inception()
+            expected = "a weights file written by `python -m pop_tf.metrics.fid_convert`"
+        elif source == "imagenet":
             try:
                 return keras.applications.InceptionV3(
                     include_top=False, weights="imagenet", pooling="avg", input_shape=shape)
@@ -305,20 +359,21 @@ class InceptionFeatures:
                     f"Could not get the Keras ImageNet InceptionV3 weights ({exc}): place "
                     f"{KERAS_NOTOP_WEIGHTS_FILE} in {keras_models_dir_for_humans()}, or pass "
                     "weights=<path to a .weights.h5 file> or weights=none.") from exc
-        model = keras.applications.InceptionV3(
-            include_top=False, weights=None, pooling="avg", input_shape=shape)
+        else:
+            model = keras.applications.InceptionV3(
+                include_top=False, weights=None, pooling="avg", input_shape=shape)
+            expected = ("a Keras weights file whose layers match "
+                        "keras.applications.InceptionV3(include_top=False)")
         if source == "path":
             try:
                 model.load_weights(path)
             except Exception as exc:
                 raise InceptionWeightsError(
-                    f"Could not load InceptionV3 weights from {path} ({exc}); the file must be a "
-                    "Keras weights file whose layers match "
-                    "keras.applications.InceptionV3(include_top=False).") from exc
+                    f"Could not load {network} InceptionV3 weights from {path} ({exc}); the file "
+                    f"must be {expected}.") from exc
         return model
 
     def _make_forward(self):
-        import keras
         import tensorflow as tf
 
         model = self._model
@@ -327,17 +382,14 @@ class InceptionFeatures:
         # run together without per-op eager overhead.
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
         def forward(images):
-            size = (INCEPTION_INPUT_SIZE, INCEPTION_INPUT_SIZE)
-            images = tf.image.resize(images, size, method="bilinear")
-            images = keras.applications.inception_v3.preprocess_input(images)
             # float32 whatever the model computes in (a mixed policy): the statistics need it.
-            return tf.cast(model(images, training=False), tf.float32)
+            return tf.cast(model(prepare_images(images), training=False), tf.float32)
 
         return forward
 
     @property
     def metric_name(self):
-        """`"fid"` for converted standard 2015-12-05 Inception weights, else `"fid_like"`."""
+        """`"fid"` for the FID graph with the converted published weights, else `"fid_like"`."""
         return "fid" if self.standard else "fid_like"
 
     @property

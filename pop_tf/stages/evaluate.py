@@ -783,13 +783,16 @@ def _pix2pix_attributes(ctx: _Context, reader, variant: Pix2PixVariant, synth_re
         reference=cfg.fid_reference)
 
 
+_INCEPTION_NETWORKS = {"fid": "the 2015-12-05 FID Inception graph", "keras": "Keras InceptionV3"}
+
+
 def _settings(cfg, extractor, distance) -> dict:
     return {
         "input": os.path.abspath(cfg.input), "ranker": os.path.abspath(cfg.ranker),
         "translator": os.path.abspath(cfg.translator) if cfg.translator else "",
         "pix2pix_variants": [os.path.abspath(v) for v in cfg.pix2pix_variants],
-        "fid": {"metric": extractor.metric_name, "weights": extractor.weights, "standard": extractor.standard,
-                "input_size": 299, "features": 2048},
+        "fid": {"metric": extractor.metric_name, "network": extractor.network, "weights": extractor.weights,
+                "standard": extractor.standard, "input_size": 299, "features": 2048},
         "lpips": distance.settings,
         "diversity": {"num_inputs": cfg.num_inputs, "samples_per_input": cfg.samples_per_input,
                       "pairs": "all M(M-1)/2 pairs of outputs of the same input"},
@@ -865,9 +868,10 @@ def run(cfg: config_lib.EvaluateConfig) -> dict:
     # Random (weights=none) extractors then draw the same weights on every run: figures reproduce.
     keras.utils.set_random_seed(cfg.seed)
     with precision.policy(cfg.mixed_precision):
-        extractor = fid.InceptionFeatures(cfg.inception_weights, standard=cfg.inception_standard)
+        extractor = fid.InceptionFeatures(cfg.inception_weights, standard=cfg.inception_standard,
+                                          network=cfg.inception_network)
         distance = lpips.LPIPS(weights=cfg.lpips_weights, linear_weights=cfg.lpips_linear_weights or None,
-                               standard=cfg.lpips_standard)
+                               standard=cfg.lpips_standard, net=cfg.lpips_net)
     staging = make_staging(cfg.output)
     report = Report("pop_tf evaluation")
     ctx = _Context(cfg=cfg, stored_size=int(stats["image_size"]), counts=stats["counts"], extractor=extractor,
@@ -885,8 +889,8 @@ def run(cfg: config_lib.EvaluateConfig) -> dict:
                          "popularity uplift. Those figures mean something without downloaded weights.",
                          css_class="note")
     report.paragraph(f"Score output {settings['input']}; ranker {settings['ranker']}. Extractors: "
-                     f"{extractor.metric_name} (InceptionV3 weights {extractor.weights}), {distance.metric_name} "
-                     f"(VGG16 weights {distance.weights}).")
+                     f"{extractor.metric_name} ({_INCEPTION_NETWORKS[extractor.network]}, weights {extractor.weights}), "
+                     f"{distance.metric_name} ({distance.settings['backbone']}, weights {distance.weights}).")
     if extractor.metric_name != "fid" or distance.metric_name != "lpips":
         random = "none" in (extractor.weights, distance.weights)
         report.paragraph(
