@@ -162,8 +162,7 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
         except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
             last_error = e
             _UNREADABLE.add(os.path.abspath(path))
-            print(f"{stage}: checkpoint {path} is unreadable ({type(e).__name__}); trying the previous one",
-                  file=sys.stderr)
+            log.warning(f"{stage}: checkpoint {path} is unreadable ({type(e).__name__}); trying the previous one")
     if last_error is None:
         return ""
     folder = manager.directory
@@ -468,7 +467,7 @@ def fit_resumable(trainer, dataset, cfg, callbacks=(), *, stage: str, output: st
     config_lib.write_resolved(cfg, output)
     start_step = as_number(step())
     if restored:
-        print(f"{stage}: resuming from {restored} at step {start_step} of {total_steps}", file=sys.stderr)
+        log.info(f"{stage}: resuming from {restored} at step {start_step} of {total_steps}")
     selections = [c for c in callbacks if isinstance(c, BestEpoch)]
     if not restored:
         for selection in selections:

@@ -278,11 +278,11 @@ def test_truth_metrics_are_one_when_truth_equals_the_scores(trained, tmp_path):
     assert metrics["truth_images"] == len(rows)
 
 
-def test_rerun_resumes_from_the_checkpoint_and_continues_the_step_count(trained, capfd):
+def test_rerun_resumes_from_the_checkpoint_and_continues_the_step_count(trained, caplog):
     cfg, paths = trained
     cfg.epochs = 2
     train_ranker.run(cfg)
-    err = capfd.readouterr().err
+    err = caplog.text
     assert "resuming from" in err and "at step 3 of 6" in err
     assert json.loads(open(paths["metrics"]).read())["steps"] == 6
     cfg.epochs = 1
@@ -335,7 +335,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(pairs_workdir, tmp_pat
     assert json.loads((output / "metrics.json").read_text())["steps"] == killed_at + 2
 
 
-def test_mixed_precision_training_resumes_and_exports_float32_scores(pairs_workdir, tmp_path, capfd):
+def test_mixed_precision_training_resumes_and_exports_float32_scores(pairs_workdir, tmp_path, caplog):
     cfg = tiny_config(f"train_ranker.output={tmp_path / 'mixed'}", "train_ranker.mixed_precision=float16").train_ranker
     cfg.input, cfg.images = str(pairs_workdir / "pairs"), str(pairs_workdir / "ingest")
     paths = train_ranker.run(cfg)
@@ -345,7 +345,7 @@ def test_mixed_precision_training_resumes_and_exports_float32_scores(pairs_workd
     assert 1 <= first <= 3
     cfg.epochs = 2
     train_ranker.run(cfg)
-    assert f"at step {first} of 6" in capfd.readouterr().err
+    assert f"at step {first} of 6" in caplog.text
     loaded = tf.saved_model.load(paths["saved_model"])  # kept alive: its functions use its variables
     scores = loaded.score(np.zeros([2, SIZE, SIZE, 3], np.uint8))["score"]
     assert scores.dtype == tf.float32 and np.all(np.isfinite(scores.numpy()))

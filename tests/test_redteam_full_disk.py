@@ -289,7 +289,7 @@ def test_a_full_disk_in_a_beam_job_is_one_line_in_a_real_process(dataset, tmp_pa
     assert os.listdir(out) == []
 
 
-def test_a_full_disk_in_pop_tf_run_is_one_sentence_naming_the_stage_folder(tmp_path, monkeypatch, capsys):
+def test_a_full_disk_in_pop_tf_run_is_one_sentence_naming_the_stage_folder(tmp_path, monkeypatch, caplog):
     from apache_beam.io import tfrecordio
 
     def full(*args, **kwargs):
@@ -303,9 +303,9 @@ def test_a_full_disk_in_pop_tf_run_is_one_sentence_naming_the_stage_folder(tmp_p
     assert _hidden(workdir / "ingest") == [] and not (workdir / "ingest" / pipeline.MARKER).exists()
     assert (workdir / "synth" / pipeline.MARKER).exists()
     monkeypatch.undo()
-    capsys.readouterr()
+    caplog.clear()
     pipeline.run(config, str(workdir), until="ingest")  # space freed: the rerun goes through
-    assert "[ingest] done" in capsys.readouterr().err
+    assert "[ingest] done" in caplog.text
 
 
 # ------------------------------------------------------------------ export

@@ -161,21 +161,22 @@ def test_a_fingerprint_is_the_content_not_the_walk(tmp_path):
     assert pipeline.dataset_fingerprint(str(root)) != linked
 
 
-def test_an_edited_dataset_reruns_the_real_ingest_and_replaces_its_outputs(tmp_path, capsys):
+def test_an_edited_dataset_reruns_the_real_ingest_and_replaces_its_outputs(tmp_path, caplog):
     root, workdir = tmp_path / "dataset", tmp_path / "w"
     synth.run(config_lib.SynthConfig(output=str(root), num_posts=30, image_size=32, seed=11))
     config = tiny_config()
     stats = workdir / "ingest" / "stats.json"
     pipeline.run(config, str(workdir), dataset=str(root), until="ingest")
     before = json.loads(stats.read_text())["input_records"]
-    capsys.readouterr()
+    caplog.clear()
     pipeline.run(config, str(workdir), dataset=str(root), until="ingest")
-    assert "[ingest] complete with the same inputs, skipped" in capsys.readouterr().err
+    assert "[ingest] complete with the same inputs, skipped" in caplog.text
+    caplog.clear()
     metadata = root / "metadata.jsonl"
     lines = metadata.read_text().splitlines(keepends=True)
     _keep_mtime(metadata, lambda: metadata.write_text("".join(lines[:-3])))
     pipeline.run(config, str(workdir), dataset=str(root), until="ingest")
-    assert "[ingest] running" in capsys.readouterr().err
+    assert "[ingest] running" in caplog.text
     assert json.loads(stats.read_text())["input_records"] == before - 3
 
 
