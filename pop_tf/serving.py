@@ -460,7 +460,7 @@ def export_translator(trainer_or_networks, directory: str, config: dict, data_fi
     `translate`, `seed` for `sample`), the test-time rule of Suzuki et al.
 
     Args:
-        trainer_or_networks: a trained `pop_tf.models.dmit.DMITTrainer`, or the dict of
+        trainer_or_networks: a trained `pop_tf.models.dmit_trainer.DMITTrainer`, or the dict of
             `dmit.build_networks` (uniform cluster shares then).
         directory: the SavedModel folder (replaced whole, atomically).
         config: the resolved translator config (a dict with `image_size`), written to the card.
@@ -478,11 +478,11 @@ def export_translator(trainer_or_networks, directory: str, config: dict, data_fi
     import tensorflow as tf
 
     from pop_tf import data
-    from pop_tf.models import dmit
+    from pop_tf.models import dmit_trainer
 
     trainer = trainer_or_networks
     if isinstance(trainer, dict):
-        trainer = dmit.DMITTrainer(**trainer, share_discriminator=trainer.get("encoded_discriminator") is None)
+        trainer = dmit_trainer.DMITTrainer(**trainer, share_discriminator=trainer.get("encoded_discriminator") is None)
     if trainer.label_dim != data.LABEL_DIM:
         raise ValueError(f"the translator's labels have {trainer.label_dim} entries, but the domain names map onto "
                          f"{data.LABEL_DIM} (popularity one-hot ++ modality one-hot)")

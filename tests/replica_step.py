@@ -68,8 +68,8 @@ def _build(model: str):
 
 
 def trainer_optimizer_names(cfg):
-    from pop_tf.models import dmit
-    return list(dmit.make_optimizers(1e-4, share_discriminator=cfg.share_discriminator))
+    from pop_tf.models import dmit_trainer
+    return list(dmit_trainer.make_optimizers(1e-4, share_discriminator=cfg.share_discriminator))
 
 
 def one_step(model: str, strategy):

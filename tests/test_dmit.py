@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from pop_tf import losses as L
 from pop_tf.layers import CentralBiasingInstanceNorm
-from pop_tf.models import dmit
+from pop_tf.models import dmit, dmit_trainer
 
 S, LABELS, STYLE, K, D = 32, 4, 8, 3, 49
 TINY = dict(label_dim=LABELS, style_dim=STYLE, base_filters=8, content_residual_blocks=1,
@@ -43,9 +43,9 @@ def _trainer(seed=0, share=False, diversity="dmit", widths=None, **kwargs):
     num_clusters = K if diversity == "clusters" else 0
     networks = _networks(seed, share_discriminator=share, num_clusters=num_clusters,
                          **(widths or {}))
-    model = dmit.DMITTrainer(**networks, share_discriminator=share, diversity=diversity,
+    model = dmit_trainer.DMITTrainer(**networks, share_discriminator=share, diversity=diversity,
                              seed=seed, **kwargs)
-    model.compile(dmit.make_optimizers(share_discriminator=share))
+    model.compile(dmit_trainer.make_optimizers(share_discriminator=share))
     return model
 
 
@@ -230,15 +230,15 @@ def test_parameter_count_script_prints_the_paper_preset(capsys):
 def test_trainer_and_compile_reject_bad_arguments_by_name():
     nets = _networks()
     with pytest.raises(ValueError, match="diversity"):
-        dmit.DMITTrainer(**nets, diversity="lots")
+        dmit_trainer.DMITTrainer(**nets, diversity="lots")
     with pytest.raises(ValueError, match="encoded_discriminator"):
-        dmit.DMITTrainer(**{**nets, "encoded_discriminator": None})
+        dmit_trainer.DMITTrainer(**{**nets, "encoded_discriminator": None})
     with pytest.raises(ValueError, match="clusters"):
-        dmit.DMITTrainer(**nets, diversity="clusters")
-    model = dmit.DMITTrainer(**nets)
+        dmit_trainer.DMITTrainer(**nets, diversity="clusters")
+    model = dmit_trainer.DMITTrainer(**nets)
     with pytest.raises(ValueError, match="compile"):
         model._require_compiled()
-    optimizers = dmit.make_optimizers()
+    optimizers = dmit_trainer.make_optimizers()
     with pytest.raises(ValueError, match="generator_optimizer"):
         model.compile({k: v for k, v in optimizers.items() if k != "generator_optimizer"})
     with pytest.raises(ValueError, match="separate instance"):
@@ -250,7 +250,7 @@ def test_trainer_and_compile_reject_bad_arguments_by_name():
 def test_each_optimizer_is_built_on_its_own_variable_set():
     model = _trainer()
     sets = model.variable_sets()
-    assert set(model.optimizers) == set(dmit.OPTIMIZER_NAMES) == set(sets)
+    assert set(model.optimizers) == set(dmit_trainer.OPTIMIZER_NAMES) == set(sets)
     for name, optimizer in model.optimizers.items():
         # Adam: iterations + learning rate + a momentum and a velocity per variable.
         assert len(optimizer.variables) == 2 + 2 * len(sets[name]), name
@@ -263,9 +263,9 @@ def test_each_optimizer_is_built_on_its_own_variable_set():
 def test_loss_scale_optimizers_scale_and_unscale_each_step():
     # Mixed precision: every step scales its objective with optimizer.scale_loss.
     networks = _networks()
-    model = dmit.DMITTrainer(**networks)
+    model = dmit_trainer.DMITTrainer(**networks)
     model.compile({name: keras.optimizers.LossScaleOptimizer(optimizer)
-                   for name, optimizer in dmit.make_optimizers().items()})
+                   for name, optimizer in dmit_trainer.make_optimizers().items()})
     batch = model._unpack(_batch())
     noise = model._noise(2)
     plain = _trainer()  # same seed: same initial weights, plain Adam
@@ -307,8 +307,8 @@ def test_each_sub_step_changes_only_its_own_networks():
         assert _changed_networks(model, step) == expected, name
     iterations = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
     # The decoder-only and content-encoder-only steps apply the generator's Adam again.
-    assert iterations == {**{k: 1 for k in dmit.OPTIMIZER_NAMES},
-                          "generator_optimizer": dmit.GENERATOR_UPDATES_PER_STEP}
+    assert iterations == {**{k: 1 for k in dmit_trainer.OPTIMIZER_NAMES},
+                          "generator_optimizer": dmit_trainer.GENERATOR_UPDATES_PER_STEP}
 
 
 def test_sub_steps_share_the_generators_adam_moments():
@@ -330,9 +330,9 @@ def test_learning_rate_schedules_count_training_steps_not_applies():
     from pop_tf.training import ConstantThenLinearDecay
 
     schedule = ConstantThenLinearDecay(1.0, total_steps=100, decay_steps=50)
-    optimizers = dmit.make_optimizers(schedule, share_discriminator=True)
-    for name, applies in (("generator_optimizer", dmit.GENERATOR_UPDATES_PER_STEP),
-                          ("prior_d_optimizer", dmit.SHARED_D_UPDATES_PER_STEP),
+    optimizers = dmit_trainer.make_optimizers(schedule, share_discriminator=True)
+    for name, applies in (("generator_optimizer", dmit_trainer.GENERATOR_UPDATES_PER_STEP),
+                          ("prior_d_optimizer", dmit_trainer.SHARED_D_UPDATES_PER_STEP),
                           ("content_d_optimizer", 1)):
         optimizers[name].iterations.assign(75 * applies)  # training step 75: half-way down
         assert float(optimizers[name].learning_rate) == pytest.approx(0.5), name
@@ -400,8 +400,8 @@ def test_fit_one_epoch_logs_every_loss_under_the_default_strategy():
     assert all(np.isfinite(v[0]) for v in history.history.values())
     assert int(model.step_counter.numpy()) == 2
     assert {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()} == {
-        **{k: 2 for k in dmit.OPTIMIZER_NAMES},
-        "generator_optimizer": 2 * dmit.GENERATOR_UPDATES_PER_STEP}
+        **{k: 2 for k in dmit_trainer.OPTIMIZER_NAMES},
+        "generator_optimizer": 2 * dmit_trainer.GENERATOR_UPDATES_PER_STEP}
     # call() exists so that Keras and tf.distribute can build and run the wrapper model.
     out = model({"image": tf.constant(_batch(n=2)["image_a"]),
                  "label": tf.constant(np.tile(POPULAR_COLOR, (2, 1)))})

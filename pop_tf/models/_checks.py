@@ -17,3 +17,16 @@ def as_matrix(value, shape, name, dtype=tf.float32):
     if tuple(tensor.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}.")
     return tensor
+
+
+def check_choice(value, choices, name):
+    """A ValueError naming `name` unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+
+
+def rate(value, name):
+    """`value` as a float in [0, 1) (a dropout rate)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+    return float(value)

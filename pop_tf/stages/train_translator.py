@@ -1,7 +1,7 @@
 """The `train_translator` stage: the translation GANs trained with `fit()`.
 
 `model="dmit"` (the popularity translator, Yu et al. 2019): one multi-domain DMIT
-(`pop_tf.models.dmit.DMITTrainer`) over four domains, popularity (unpopular, popular) ×
+(`pop_tf.models.dmit_trainer.DMITTrainer`) over four domains, popularity (unpopular, popular) ×
 modality (edge, color). It reads the score stage's output (`<input>/train-*.tfrecord.gz`, posts
 with a popularity domain; the undecided middle is left out), each example the post's colour image
 or its edge map (½ each), and pairs random examples (`pop_tf.data.domain_pair_dataset`). Records
@@ -202,7 +202,7 @@ def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_step
     import keras
 
     from pop_tf import data
-    from pop_tf.models import dmit
+    from pop_tf.models import dmit, dmit_trainer
 
     keras.utils.set_random_seed(cfg.seed)
     # Only the networks take the mixed policy; the trainer (losses, step counter) stays float32.
@@ -217,7 +217,7 @@ def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_step
             generator_spectral_normalization=cfg.generator_spectral_norm,
             style_normalization=None if cfg.style_normalization == "none" else cfg.style_normalization,
             norm_type=cfg.norm_type)
-    return dmit.DMITTrainer(
+    return dmit_trainer.DMITTrainer(
         **networks, share_discriminator=cfg.share_discriminator, diversity=dmit_diversity(cfg),
         lambda_reconstruction=cfg.lambda_rec, lambda_kl=cfg.lambda_kl, lambda_cycle=cfg.lambda_cycle,
         lambda_latent=cfg.lambda_latent, lambda_content=cfg.lambda_content,
@@ -228,11 +228,11 @@ def build_dmit(cfg, num_clusters: int = 0, cluster_args: dict = None, total_step
 
 
 def compile_dmit(trainer, cfg, learning_rate) -> None:
-    """Compiles a `build_dmit` trainer: one Adam per variable set (`dmit.make_optimizers`), each in a
-    `LossScaleOptimizer` under `cfg.mixed_precision` float16, and XLA per `cfg.jit_compile`."""
-    from pop_tf.models import dmit
+    """Compiles a `build_dmit` trainer: one Adam per variable set
+    (`dmit_trainer.make_optimizers`), each in a `LossScaleOptimizer` under `cfg.mixed_precision` float16, and XLA per `cfg.jit_compile`."""
+    from pop_tf.models import dmit_trainer
 
-    optimizers = dmit.make_optimizers(learning_rate, cfg.beta_1, cfg.beta_2, cfg.share_discriminator)
+    optimizers = dmit_trainer.make_optimizers(learning_rate, cfg.beta_1, cfg.beta_2, cfg.share_discriminator)
     trainer.compile({name: precision.loss_scaled(optimizer, cfg.mixed_precision) for name, optimizer in optimizers.items()},
                     jit_compile=cfg.jit_compile)
 
