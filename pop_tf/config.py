@@ -338,7 +338,7 @@ class TranslatorConfig:
     base_filters: int = bounded(64, 1, 1024)
     noise_dim: int = bounded(8, 1, 1024)
     num_scales: int = bounded(2, 1, 8)
-    discriminator_layers: int = bounded(3, 1, 10)
+    pix2pix_image_d_blocks: int = bounded(3, 1, 10)  # PatchGAN layers per scale (pix2pix's n_layers_D)
     batch_size: int = bounded(1, 1, 1024)
     epochs: int = bounded(200, 1, 100_000)
     decay_epochs: int = bounded(100, 0, 100_000)
@@ -346,7 +346,6 @@ class TranslatorConfig:
     learning_rate: float = bounded(1e-4, 0.0, low_open=True)
     beta_1: float = bounded(0.5, 0.0, 1.0, high_open=True)
     beta_2: float = bounded(0.999, 0.0, 1.0, high_open=True)
-    lambda_l1: float = bounded(10.0, 0.0)
     lambda_ms: float = bounded(1.0, 0.0)
     lambda_d: float = bounded(5.0, 0.0)
     lambda_m: float = bounded(0.2, 0.0)
@@ -379,7 +378,7 @@ class TranslatorConfig:
     # colour) or colour only (every step spent on popularity translation).
     modalities: list[Literal["edge", "color"]] = dataclasses.field(default_factory=lambda: ["edge", "color"])
     share_discriminator: bool = False
-    lambda_rec: float = bounded(10.0, 0.0)
+    lambda_rec: float = bounded(10.0, 0.0)  # L1 to the target / reconstruction, both models
     lambda_kl: float = bounded(0.01, 0.0)
     lambda_cycle: float = bounded(10.0, 0.0)
     lambda_latent: float = bounded(1.0, 0.0)
@@ -647,6 +646,14 @@ def _name(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# Keys that were renamed so that one idea has one name across the models: an old name is refused
+# with the new one, rather than silently ignored or guessed.
+RENAMED = {
+    "train_translator.lambda_l1": "train_translator.lambda_rec",
+    "train_translator.discriminator_layers": "train_translator.pix2pix_image_d_blocks",
+}
+
+
 def set_value(config: Config, dotted_key: str, value) -> None:
     """Sets `section.key` on `config` with type conversion; unknown names are a ConfigError."""
     sections = {f.name for f in dataclasses.fields(config)}
@@ -659,6 +666,8 @@ def set_value(config: Config, dotted_key: str, value) -> None:
         raise ConfigError(
             f"unknown config section '{_name(section)}' in '{_name(dotted_key)}'; "
             f"sections: {', '.join(sorted(sections))}")
+    if dotted_key in RENAMED:
+        raise ConfigError(f"config key '{dotted_key}' is now '{RENAMED[dotted_key]}'; use that name")
     section_obj = getattr(config, section)
     types = _field_types(section_obj)
     if key not in types:

@@ -56,7 +56,7 @@ def _build(model: str):
     # Two discriminator layers: with three, 32-px images leave pix2pix's second scale a patch of 0.
     # DMIT's own diversity term is a ratio of batch means, which each replica takes over its
     # slice (as the official code over a GPU's batch): the one term a split changes, so off here.
-    cfg = tiny_config(f"train_translator.model={model}", "train_translator.discriminator_layers=2",
+    cfg = tiny_config(f"train_translator.model={model}", "train_translator.pix2pix_image_d_blocks=2",
                       "train_translator.lambda_diversity=0").train_translator
     if model == "dmit":
         trainer = train_translator.build_dmit(cfg, total_steps=10)

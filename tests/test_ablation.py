@@ -9,7 +9,7 @@ from tests.conftest import TINY, tiny_config
 
 def _args(workdir, *sets):
     args = ["--workdir", str(workdir)]
-    for item in (*TINY, "train_translator.discriminator_layers=2", "train_translator.batch_size=4", *sets):
+    for item in (*TINY, "train_translator.pix2pix_image_d_blocks=2", "train_translator.batch_size=4", *sets):
         args += ["--set", item]
     return args
 

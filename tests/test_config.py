@@ -71,6 +71,20 @@ def test_unknown_key_suggests_and_lists_allowed_keys():
     assert "min_age_days" in str(info.value)
 
 
+@pytest.mark.parametrize("old,new", sorted(config_lib.RENAMED.items()))
+def test_a_renamed_key_is_refused_naming_its_new_name(old, new, tmp_path):
+    with pytest.raises(ConfigError, match=f"'{old}' is now '{new}'"):
+        config_lib.resolve(sets=[f"{old}=2"])
+    preset = tmp_path / "old.json"
+    section, key = old.split(".")
+    preset.write_text(json.dumps({section: {key: 2}}))
+    with pytest.raises(ConfigError, match=f"'{old}' is now '{new}'"):
+        config_lib.resolve(str(preset))
+    # the new name holds the value the old one did
+    section, key = new.split(".")
+    assert getattr(getattr(config_lib.resolve(sets=[f"{new}=2"]), section), key) == 2
+
+
 def test_bool_rejects_non_bools_and_int_rejects_floats():
     with pytest.raises(ConfigError, match="true or false"):
         config_lib.resolve(sets=["ingest.dedupe_images=2"])

@@ -146,7 +146,7 @@ def test_applications_get_the_fused_layer_with_the_same_outputs():
 def _pix2pix_step(policy: str):
     """A tiny pix2pix after one training step: (trainer, losses, the set of variables that moved)."""
     cfg = dataclasses.replace(train_translator.config_lib.TranslatorConfig(), model="pix2pix", image_size=32,
-                              base_filters=8, discriminator_layers=2, up_type="nearest", mixed_precision=policy)
+                              base_filters=8, pix2pix_image_d_blocks=2, up_type="nearest", mixed_precision=policy)
     trainer = train_translator._build_pix2pix(cfg, 1, {}, total_steps=10)
     trainer.compile(*(precision.loss_scaled(keras.optimizers.Adam(2e-4), policy) for _ in range(2)))
     rng = np.random.default_rng(0)

@@ -23,7 +23,7 @@ from pop_tf.stages import cluster, score, train_ranker, train_translator
 from tests.conftest import tiny_config
 
 TINY_GAN = ["train_translator.model=pix2pix", "train_translator.image_size=32", "train_translator.base_filters=8",
-            "train_translator.discriminator_layers=2", "train_translator.batch_size=4", "train_translator.epochs=1",
+            "train_translator.pix2pix_image_d_blocks=2", "train_translator.batch_size=4", "train_translator.epochs=1",
             "train_translator.steps_per_epoch=2", "train_translator.checkpoint_every=1",
             "train_translator.num_sample_edges=3", "train_translator.eval_inputs=4", "train_translator.eval_samples=3"]
 
@@ -74,8 +74,8 @@ def test_l1_distance_by_hand():
 
 
 def test_pix2pix_refuses_an_image_size_its_discriminator_cannot_take(pairs_workdir, tmp_path):
-    cfg = _cfg(pairs_workdir, "", tmp_path / "o", "train_translator.discriminator_layers=3")
-    with pytest.raises(config_lib.ConfigError, match="lower train_translator.discriminator_layers \\(3\\)"):
+    cfg = _cfg(pairs_workdir, "", tmp_path / "o", "train_translator.pix2pix_image_d_blocks=3")
+    with pytest.raises(config_lib.ConfigError, match="lower train_translator.pix2pix_image_d_blocks \\(3\\)"):
         train_translator.run(cfg)
     assert not (tmp_path / "o").exists()
 

@@ -358,7 +358,8 @@ class ClusterPix2Pix(keras.Model):
             all ones when omitted.
         cluster_shares: [K] share of the training set in each cluster, used by `sample` and
             `draw_clusters`; uniform when omitted. Normalised to sum to 1.
-        lambda_l1: weight of the L1 loss to the target (10).
+        lambda_reconstruction: weight of the L1 loss to the target (10; DMIT's name for its
+            reconstruction weight, so one idea has one name).
         lambda_ms: weight of the mode-seeking loss (1).
         lambda_d: weight of the cluster-mean loss (5).
         lambda_m: weight of the Mahalanobis loss (0.2).
@@ -372,7 +373,7 @@ class ClusterPix2Pix(keras.Model):
 
     def __init__(self, generator, discriminator, diversity="clusters", feature_extractor=None,
                  cluster_means=None, inverse_covariances=None, feature_masks=None,
-                 cluster_shares=None, lambda_l1=10.0, lambda_ms=1.0, lambda_d=5.0,
+                 cluster_shares=None, lambda_reconstruction=10.0, lambda_ms=1.0, lambda_d=5.0,
                  lambda_m=0.2, mahalanobis_warmup_steps=0, seed=0, **kwargs):
         super().__init__(**kwargs)
         if diversity not in DIVERSITY_MODES:
@@ -382,7 +383,7 @@ class ClusterPix2Pix(keras.Model):
             raise ValueError(
                 f"discriminator.num_clusters ({discriminator.num_clusters}) must equal "
                 f"generator.num_clusters ({num_clusters}).")
-        for name, value in (("lambda_l1", lambda_l1), ("lambda_ms", lambda_ms),
+        for name, value in (("lambda_reconstruction", lambda_reconstruction), ("lambda_ms", lambda_ms),
                             ("lambda_d", lambda_d), ("lambda_m", lambda_m)):
             if not value >= 0:
                 raise ValueError(f"{name} must be ≥ 0, got {value!r}.")
@@ -398,7 +399,7 @@ class ClusterPix2Pix(keras.Model):
         self.generator = generator
         self.discriminator = discriminator
         self.diversity = diversity
-        self.lambda_l1 = float(lambda_l1)
+        self.lambda_reconstruction = float(lambda_reconstruction)
         self.lambda_ms = float(lambda_ms)
         self.lambda_d = float(lambda_d)
         self.lambda_m = float(lambda_m)
@@ -558,7 +559,7 @@ class ClusterPix2Pix(keras.Model):
         adversarial = self.num_draws * L.least_squares_generator_loss(fake_logits)
         l1 = L.l1_reconstruction_loss(fakes[:batch], image)
         losses = {"adversarial_loss": adversarial, "l1_loss": l1}
-        total = adversarial + self.lambda_l1 * l1
+        total = adversarial + self.lambda_reconstruction * l1
         if self.diversity != "none":
             ms = L.mode_seeking_loss(fakes[:batch], fakes[batch:], noise[:batch], noise[batch:])
             losses["mode_seeking_loss"] = ms

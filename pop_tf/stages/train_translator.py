@@ -149,10 +149,10 @@ def _build_pix2pix(cfg, num_clusters, cluster_args, total_steps):
                                           noise_dim=cfg.noise_dim, up_type=cfg.up_type,
                                           spectral_normalization=cfg.generator_spectral_norm)
         discriminator = pix2pix.MultiScaleDiscriminator(num_scales=cfg.num_scales, base_filters=cfg.base_filters,
-                                                        num_layers=cfg.discriminator_layers, num_clusters=num_clusters,
+                                                        num_layers=cfg.pix2pix_image_d_blocks, num_clusters=num_clusters,
                                                         spectral_normalization=cfg.spectral_norm)
     return pix2pix.ClusterPix2Pix(
-        generator, discriminator, diversity=cfg.diversity, lambda_l1=cfg.lambda_l1, lambda_ms=cfg.lambda_ms,
+        generator, discriminator, diversity=cfg.diversity, lambda_reconstruction=cfg.lambda_rec, lambda_ms=cfg.lambda_ms,
         lambda_d=cfg.lambda_d, lambda_m=cfg.lambda_m, seed=cfg.seed,
         mahalanobis_warmup_steps=int(round(cfg.mahalanobis_warmup * total_steps)), **cluster_args)
 
@@ -177,10 +177,10 @@ def _check_pix2pix_sizes(cfg) -> None:
     """The image size must suit every discriminator scale (a ConfigError otherwise)."""
     from pop_tf.models import pix2pix
 
-    if min(pix2pix.MultiScaleDiscriminator.patch_sizes(cfg.image_size, cfg.num_scales, cfg.discriminator_layers)) < 1:
+    if min(pix2pix.MultiScaleDiscriminator.patch_sizes(cfg.image_size, cfg.num_scales, cfg.pix2pix_image_d_blocks)) < 1:
         raise config_lib.ConfigError(f"train_translator.image_size={cfg.image_size} is too small for the pix2pix "
-                                     f"discriminator; lower train_translator.discriminator_layers "
-                                     f"({cfg.discriminator_layers}) or num_scales ({cfg.num_scales})")
+                                     f"discriminator; lower train_translator.pix2pix_image_d_blocks "
+                                     f"({cfg.pix2pix_image_d_blocks}) or num_scales ({cfg.num_scales})")
 
 
 def schedule_of(cfg) -> tuple:
