@@ -38,13 +38,9 @@ from `seed` and the step counter (each replica takes its rows of the global batc
 initialisation uses Keras's global seed (`keras.utils.set_random_seed`).
 
 References:
-    Yu, Wu, Cai, Li, Wang, Zhang, "Multi-mapping Image-to-Image Translation via Learning
-    Disentanglement", NeurIPS 2019 (DMIT; code: github.com/Xiaoming-Yu/DMIT).
-    Yu et al., "SingleGAN" (ACCV 2018) and arXiv:1806.10050 (central biasing normalisation).
-    Miyato et al., "Spectral Normalization for Generative Adversarial Networks", ICLR 2018.
-    Mao et al., "Mode Seeking Generative Adversarial Networks for Diverse Image Synthesis",
-    CVPR 2019. Suzuki, Sakaue, Sato, "Diversifying Image Synthesis using Data Classification",
-    VISAPP 2022.
+    Yu et al., "Multi-mapping Image-to-Image Translation via Learning Disentanglement",
+    NeurIPS 2019 (DMIT; `models/base_model.py`: `update_model`). Mao et al., MSGAN, CVPR 2019.
+    Suzuki, Sakaue, Sato, "Diversifying Image Synthesis using Data Classification", VISAPP 2022.
 """
 
 import keras
@@ -53,8 +49,8 @@ import tensorflow as tf
 
 from pop_tf import distribution
 from pop_tf import losses as L
-from pop_tf.models._checks import as_matrix as _as_matrix
 from pop_tf.models._checks import check_choice
+from pop_tf.models import cluster_conditioning
 from pop_tf.models._checks import positive_int as _positive_int
 from pop_tf.models._tracking import Untracked as _Untracked
 from pop_tf.models._tracking import tf_variables as _tf_variables
@@ -279,31 +275,13 @@ class DMITTrainer(keras.Model):
             raise ValueError(
                 "diversity='clusters' needs a generator and image discriminators built with "
                 "num_clusters > 0.")
-        k = max(self.num_clusters, 1)
-        if cluster_shares is None:
-            shares = np.full([k], 1.0 / k)
-        else:
-            shares = np.asarray(cluster_shares, dtype=np.float64)
-            if shares.shape != (k,) or np.any(shares < 0) or shares.sum() <= 0:
-                raise ValueError(
-                    f"cluster_shares must be {k} non-negative numbers with a positive sum, got "
-                    f"{cluster_shares!r}.")
-            shares = shares / shares.sum()
-        self.cluster_shares = tf.constant(shares, tf.float32)
+        stats = cluster_conditioning.check_statistics(
+            self.num_clusters, diversity, cluster_shares, feature_extractor, cluster_means,
+            inverse_covariances, feature_masks)
+        self.cluster_shares = stats.shares
+        self.cluster_means, self.inverse_covariances = stats.means, stats.inverse_covariances
+        self.feature_masks = stats.feature_masks
         self._extractor = _Untracked(feature_extractor)
-        self.cluster_means = self.inverse_covariances = self.feature_masks = None
-        if diversity == "clusters":
-            if feature_extractor is None or cluster_means is None or inverse_covariances is None:
-                raise ValueError(
-                    "diversity='clusters' needs feature_extractor, cluster_means and "
-                    "inverse_covariances.")
-            dim = np.asarray(cluster_means).shape[-1]
-            self.cluster_means = _as_matrix(cluster_means, (k, dim), "cluster_means")
-            self.inverse_covariances = _as_matrix(
-                inverse_covariances, (k, dim, dim), "inverse_covariances")
-            masks = np.ones([k, dim]) if feature_masks is None else feature_masks
-            self.feature_masks = _as_matrix(
-                np.asarray(masks, dtype=np.float32), (k, dim), "feature_masks")
 
         self.step_counter = self.add_weight(
             name="step_counter", shape=(), dtype="int64", initializer="zeros",
@@ -826,9 +804,7 @@ class DMITTrainer(keras.Model):
         Returns:
             int32 tensor [num].
         """
-        logits = tf.math.log(self.cluster_shares)[None, :]
-        seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(7, tf.int64)])
-        return tf.random.stateless_categorical(logits, num, seed=seed, dtype=tf.int32)[0]
+        return cluster_conditioning.draw_clusters(self.cluster_shares, num, seed, stream=7)
 
     def _cluster_onehot(self, clusters, count, seed):
         if not self.num_clusters:

@@ -52,7 +52,8 @@ from pop_tf.layers import (
     upsample,
 )
 from pop_tf.layers.spectral import spectral_mode
-from pop_tf.models._checks import as_matrix, positive_int
+from pop_tf.models import cluster_conditioning
+from pop_tf.models._checks import positive_int
 from pop_tf.models._tracking import Untracked, tf_variables
 
 PACKAGE = "pop_tf"
@@ -410,32 +411,13 @@ class ClusterPix2Pix(keras.Model):
         # MSGAN pushes two z's through G per condition; plain pix2pix needs one.
         self.num_draws = 1 if diversity == "none" else 2
 
-        if cluster_shares is None:
-            shares = np.full([num_clusters], 1.0 / num_clusters)
-        else:
-            shares = np.asarray(cluster_shares, dtype=np.float64)
-            if shares.shape != (num_clusters,) or np.any(shares < 0) or shares.sum() <= 0:
-                raise ValueError(
-                    f"cluster_shares must be {num_clusters} non-negative numbers with a "
-                    f"positive sum, got {cluster_shares!r}.")
-            shares = shares / shares.sum()
-        self.cluster_shares = tf.constant(shares, tf.float32)
-
+        stats = cluster_conditioning.check_statistics(
+            num_clusters, diversity, cluster_shares, feature_extractor, cluster_means,
+            inverse_covariances, feature_masks)
+        self.cluster_shares = stats.shares
+        self.cluster_means, self.inverse_covariances = stats.means, stats.inverse_covariances
+        self.feature_masks = stats.feature_masks
         self._extractor = Untracked(feature_extractor)
-        self.cluster_means = self.inverse_covariances = self.feature_masks = None
-        if diversity == "clusters":
-            if feature_extractor is None or cluster_means is None or inverse_covariances is None:
-                raise ValueError(
-                    "diversity='clusters' needs feature_extractor, cluster_means and "
-                    "inverse_covariances.")
-            dim = np.asarray(cluster_means).shape[-1]
-            self.cluster_means = as_matrix(cluster_means, (num_clusters, dim), "cluster_means")
-            self.inverse_covariances = as_matrix(
-                inverse_covariances, (num_clusters, dim, dim), "inverse_covariances")
-            if feature_masks is None:
-                feature_masks = np.ones([num_clusters, dim])
-            self.feature_masks = as_matrix(
-                np.asarray(feature_masks, dtype=np.float32), (num_clusters, dim), "feature_masks")
 
         self.step_counter = self.add_weight(
             name="step_counter", shape=(), dtype="int64", initializer="zeros",
@@ -686,11 +668,8 @@ class ClusterPix2Pix(keras.Model):
         Returns:
             int32 tensor [num].
         """
-        num = positive_int(num, "num")
-        logits = tf.math.log(self.cluster_shares)[None, :]
-        return tf.random.stateless_categorical(
-            logits, num, seed=tf.constant([positive_int(seed, "seed", 0), 0], tf.int64),
-            dtype=tf.int32)[0]
+        return cluster_conditioning.draw_clusters(
+            self.cluster_shares, positive_int(num, "num"), positive_int(seed, "seed", 0))
 
     def sample(self, edges, clusters=None, seed=0, num_samples=1):
         """Generates `num_samples` images per edge map, deterministically for a seed.

@@ -230,12 +230,12 @@ class Pix2PixVariant:
         """
         import tensorflow as tf
 
+        from pop_tf.models import cluster_conditioning
+
         edges = tf.convert_to_tensor(edges, tf.float32)
         count = int(edges.shape[0])
-        logits = tf.math.log(tf.constant(self.shares, tf.float32))[None, :]
-        ids = tf.random.stateless_categorical(logits, count * num_samples, seed=tf.constant([seed, 0], tf.int64),
-                                              dtype=tf.int32)[0]
-        ids = tf.reshape(ids, [count, num_samples])
+        ids = tf.reshape(cluster_conditioning.draw_clusters(self.shares, count * num_samples, seed),
+                         [count, num_samples])
         noise = tf.random.stateless_normal([count * num_samples, self.generator.noise_dim],
                                            seed=tf.constant([seed, 1], tf.int64))
         images = self.generator({
