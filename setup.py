@@ -29,7 +29,10 @@ INSTALL_REQUIRES = [
 # torch checks the PyTorch-checkpoint converters against PyTorch itself. 2.13 is the series whose
 # CPU-only wheel this project's machines serve; an unpinned torch resolves to a newer CUDA build
 # of several GB from PyPI.
-TEST_REQUIRES = ["pytest>=8,<10", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "torch==2.13.*"]
+# apache-beam[dask] (dask, distributed): tests/test_dask.py runs ingest and pairs on a LocalCluster.
+DASK_REQUIRES = ["apache-beam[dask]>=2.77,<2.78"]
+TEST_REQUIRES = ["pytest>=8,<10", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "torch==2.13.*",
+                 *DASK_REQUIRES]
 
 setup(
     name="pop_tf",
@@ -43,7 +46,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     # torch: only to read PyTorch checkpoints (pop_tf.models.convert, pop_tf.metrics.lpips_convert);
     # the CPU build is enough: pip install torch --index-url https://download.pytorch.org/whl/cpu.
-    extras_require={"test": TEST_REQUIRES, "dask": ["apache-beam[dask]>=2.77,<2.78"],
+    extras_require={"test": TEST_REQUIRES, "dask": DASK_REQUIRES,
                     "torch": ["torch>=2.1,<3"]},
     entry_points={"console_scripts": ["pop-tf=pop_tf.cli:main"]},
 )

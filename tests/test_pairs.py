@@ -6,7 +6,6 @@ import math
 import os
 import random
 
-import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -338,7 +337,7 @@ def test_posts_lost_on_the_way_fail_the_job_and_install_nothing(tmp_path, monkey
     original = pairs.pair_user_posts
 
     def drop_pairs(*args):
-        return (item for item in original(*args) if isinstance(item, beam.pvalue.TaggedOutput))
+        return (item for item in original(*args) if item[0] == pairs.SUMMARY_TAG)
 
     monkeypatch.setattr(pairs, "pair_user_posts", drop_pairs)
     with pytest.raises(pairs.PairsError, match="0 train pairs in the files but the pipeline produced"):

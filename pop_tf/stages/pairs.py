@@ -24,6 +24,7 @@ the resolved `config`, `format_version` and `seconds`. Pair counts come from the
 
 import collections
 import json
+import math
 import os
 import statistics
 import sys
@@ -32,12 +33,14 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import ReadAllFromTFRecord
 from apache_beam.metrics import Metrics
 
 from pop_tf import config as config_lib
 from pop_tf import layout, records
-from pop_tf.beam import files, pairing
-from pop_tf.beam.options import pipeline_options
+from pop_tf.beam import branches, files, pairing, sinks
+from pop_tf.beam.branches import OK
+from pop_tf.beam.options import close_runner, pipeline_options, runner_name, source_splits
 from pop_tf.errors import PopTfError
 from pop_tf.layout import CONFIG, PAIR_PREFIXES, SPLITS, STATS
 from pop_tf.paths import check_stage
@@ -48,6 +51,9 @@ NAMESPACE = "pop_tf.pairs"
 # Counts the pipeline reports about itself, written next to the staged outputs and read back
 # by the driver: Beam metrics are not reported by every runner, files are.
 SUMMARY = "_summary"
+SUMMARY_TAG = "summary"
+# With pairs.num_shards = 0: one shard per this many posts of the ingest output (about as many pairs).
+RECORDS_PER_SHARD = 500
 # Margin histogram: fixed bins, so the histograms of two runs or datasets can be compared bin by
 # bin; margins of 5 and more (a factor e^5 ≈ 150 in normalised likes) share the last bin.
 MARGIN_BIN_WIDTH = 0.25
@@ -58,15 +64,15 @@ class PairsError(PopTfError):
     """The job could not run, or its outputs failed the accounting check."""
 
 
-def read_shard(split_and_path):
-    """(split, serialized post) for every record of one shard; the split comes from the file name."""
-    split, path = split_and_path
-    for serialized in records.iter_serialized(path):
-        yield split, serialized
+def with_split(path_and_serialized):
+    """(split, serialized post) of a record read by `ReadAllFromTFRecord`; the split is the file name's."""
+    path, serialized = path_and_serialized
+    name = FileSystems.split(path)[1]
+    return next(split for split in SPLITS if name.startswith(f"{split}-")), serialized
 
 
 def _summary(split: str, name: str, count: int = 1):
-    return beam.pvalue.TaggedOutput("summary", ((split, name), count))
+    return SUMMARY_TAG, ((split, name), count)
 
 
 def key_by_user(split_and_serialized):
@@ -86,12 +92,13 @@ def key_by_user(split_and_serialized):
         yield _summary(split, "posts_without_date")
         return
     keep = ("post_id", "user_id", "likes", "followers", "posted_at_unix", "image_png", "image_size")
-    yield (split, post["user_id"]), {name: post[name] for name in keep}
+    yield branches.ok(((split, post["user_id"]), {name: post[name] for name in keep}))
 
 
 def pair_user_posts(key_and_posts, window_days: float, min_log_margin: float,
                     max_pairs_per_image: int, seed: int):
-    """(split, encoded pair) for the pairs chosen among one user's posts of one split.
+    """(split, (post id A, post id B), encoded pair) for the pairs chosen among one user's posts
+    of one split, tagged `ok`, and summary counts.
 
     The pure functions sort what they are given, so the result does not depend on the order in
     which the runner delivers the group.
@@ -106,54 +113,58 @@ def pair_user_posts(key_and_posts, window_days: float, min_log_margin: float,
     Metrics.counter(NAMESPACE, "pairs").inc(len(chosen))
     for candidate in chosen:
         a, b = by_id[candidate.post_id_a], by_id[candidate.post_id_b]
-        yield split, records.encode_pair({
+        yield branches.ok((split, (a["post_id"], b["post_id"]), records.encode_pair({
             "post_id_a": a["post_id"], "post_id_b": b["post_id"], "user_id": user_id, "split": split,
             "image_png_a": a["image_png"], "image_png_b": b["image_png"],
             "likes_a": a["likes"], "likes_b": b["likes"],
             "followers_a": a["followers"], "followers_b": b["followers"],
             "posted_at_unix_a": a["posted_at_unix"], "posted_at_unix_b": b["posted_at_unix"],
             "image_size": a["image_size"], "margin": candidate.margin,
-        })
+        })))
 
 
-def build_pipeline(p, *, shards: dict, staging: str, cfg: config_lib.PairsConfig):
-    """Adds the pairs transforms to pipeline `p`; outputs land in `staging`."""
-    paths = [(split, path) for split in SPLITS for path in shards[split]]
-    keyed = (p
-             | "ShardPaths" >> beam.Create(paths)
-             | "ReadShards" >> beam.FlatMap(read_shard)
-             | "Distribute" >> beam.Reshuffle()
-             | "KeyByUser" >> beam.FlatMap(key_by_user).with_outputs("summary", main="posts"))
-    paired = (keyed.posts
-              | "GroupByUser" >> beam.GroupByKey()
-              | "PairUserPosts" >> beam.FlatMap(
-                  pair_user_posts, cfg.window_days, cfg.min_log_margin, cfg.max_pairs_per_image, cfg.seed
-              ).with_outputs("summary", main="pairs"))
-    parts = paired.pairs | "Split" >> beam.Partition(lambda item, _: SPLITS.index(item[0]), len(SPLITS))
-    for split, part in zip(SPLITS, parts):
-        (part
-         | f"Drop{split}Key" >> beam.Map(lambda item: item[1])
-         | f"Write{split}" >> beam.io.WriteToTFRecord(
-             os.path.join(staging, PAIR_PREFIXES[split]), file_name_suffix=layout.SHARD_SUFFIX,
-             compression_type=CompressionTypes.GZIP, num_shards=cfg.num_shards))
-    ((keyed.summary, paired.summary)
-     | "AllSummaries" >> beam.Flatten()
-     | "SumSummaries" >> beam.CombinePerKey(sum)
-     | "SummaryJson" >> beam.Map(lambda item: json.dumps({"split": item[0][0], "name": item[0][1], "count": item[1]}))
-     | "WriteSummary" >> beam.io.WriteToText(os.path.join(staging, SUMMARY), file_name_suffix=".jsonl",
-                                              shard_name_template="", num_shards=1))
+def build_pipeline(p, *, shards: dict, staging: str, cfg: config_lib.PairsConfig, num_shards: int = 1):
+    """Adds the pairs transforms to pipeline `p`; outputs land in `staging` as `num_shards`
+    shards per split. Shards are read by Beam's `ReadAllFromTFRecord`, so workers never import
+    TensorFlow."""
+    paths = [path for split in SPLITS for path in shards[split]]
+    keyed = branches.split(
+        p
+        | "ShardPaths" >> beam.Create(paths)
+        | "ReadShards" >> ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP, with_filename=True)
+        | "WithSplit" >> beam.Map(with_split)
+        | "Distribute" >> beam.Reshuffle()
+        | "KeyByUser" >> beam.FlatMap(key_by_user),
+        "Keyed", (OK, SUMMARY_TAG))
+    paired = branches.split(
+        keyed[OK]
+        | "GroupByUser" >> beam.GroupByKey()
+        | "PairUserPosts" >> beam.FlatMap(
+            pair_user_posts, cfg.window_days, cfg.min_log_margin, cfg.max_pairs_per_image, cfg.seed),
+        "Paired", (OK, SUMMARY_TAG))
+    written_pairs = (paired[OK]
+                     | "WithPrefix" >> beam.Map(lambda item: (PAIR_PREFIXES[item[0]], item[1], item[2]))
+                     | "WritePairs" >> sinks.WriteShards(staging, PAIR_PREFIXES.values(), num_shards,
+                                                         layout.SHARD_SUFFIX))
+    written_summary = (
+        (keyed[SUMMARY_TAG], paired[SUMMARY_TAG])
+        | "AllSummaries" >> beam.Flatten()
+        | "SumSummaries" >> beam.CombinePerKey(sum)
+        | "SummaryJson" >> beam.Map(
+            lambda item: (item[0], json.dumps({"split": item[0][0], "name": item[0][1], "count": item[1]})))
+        | "WriteSummary" >> sinks.WriteLines(staging, SUMMARY + ".jsonl"))
+    return sinks.finish([written_pairs, written_summary])
 
 
 def _read_summary(staging: str) -> dict:
     """{split: {name: count}} from the summary file the pipeline wrote (missing counts are 0)."""
     summary = {split: collections.Counter() for split in SPLITS}
-    path = os.path.join(staging, SUMMARY + ".jsonl")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    entry = json.loads(line)
-                    summary[entry["split"]][entry["name"]] += entry["count"]
+    path = FileSystems.join(staging, SUMMARY + ".jsonl")
+    if FileSystems.exists(path):
+        for line in files.read_file(path).decode("utf-8").splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                summary[entry["split"]][entry["name"]] += entry["count"]
     return summary
 
 
@@ -173,7 +184,7 @@ def _count_outputs(staging: str) -> dict:
         per_user, per_image, bins = collections.Counter(), collections.Counter(), collections.Counter()
         sizes = set()
         pattern = layout.pair_shard_pattern(staging, split)
-        for serialized in records.iter_serialized(pattern):
+        for serialized in sinks.iter_records(pattern):
             pair = records.decode_pair(serialized)
             per_user[pair["user_id"]] += 1
             per_image[pair["post_id_a"]] += 1
@@ -242,13 +253,18 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
             f"run `pop-tf ingest --output {cfg.input}` first or point --input at an ingest output folder")
     ingest_stats = _read_ingest_stats(cfg.input)
     staging = make_staging(output)
+    posts = sum((ingest_stats.get("per_split") or {}).values()) or sum(map(len, shards.values()))
+    num_shards = cfg.num_shards or max(1, math.ceil(posts / RECORDS_PER_SHARD))
+    source_splits(options, sum(map(len, shards.values())))  # on Dask: one partition per shard read
 
     started = time.monotonic()
     print(f"pairs: {sum(map(len, shards.values()))} ingest shards in {cfg.input} → {output} "
           f"(window {cfg.window_days:g} days, margin ≥ {cfg.min_log_margin:g}, ≤ {cfg.max_pairs_per_image} "
-          f"pairs per image, seed {cfg.seed}, runner {cfg.runner})", file=sys.stderr, flush=True)
+          f"pairs per image, seed {cfg.seed}, runner {runner_name(options)})", file=sys.stderr, flush=True)
     with beam.Pipeline(options=options) as p:
-        build_pipeline(p, shards=shards, staging=staging, cfg=cfg)
+        build_pipeline(p, shards=shards, staging=staging, cfg=cfg, num_shards=num_shards)
+    close_runner(getattr(p, "result", None))
+    sinks.remove_temporary(staging)
 
     summary = _read_summary(staging)
     counted = _count_outputs(staging)
