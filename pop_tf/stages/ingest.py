@@ -4,8 +4,10 @@
       pad/resize, edge map, hashes ─ exact and near-duplicate removal ─ split by hash(post_id) ─
       train-*.tfrecord.gz / test-*.tfrecord.gz         (every other record → rejects.jsonl)
 
-Sources and sinks go through Beam's FileSystems layer and `Create([path]) → FlatMap → Reshuffle`,
-which works on every runner (SPEC §2: `ReadFromText` fails on Dask). The job then counts what it
+Sources and sinks go through Beam's FileSystems layer. The source is `Create([metadata path
+parts]) → FlatMap → Reshuffle`, which works on every runner (`ReadFromText` fails on Dask); the
+sinks are pop_tf's own (`pop_tf.beam.sinks`), since Beam's lose records on Dask; steps with
+several outputs yield `(tag, value)` pairs (`pop_tf.beam.branches`). The job then counts what it
 wrote from the output files themselves, checks `accepted + rejected == input records`, and only
 then moves the outputs from a staging folder into place, so a killed or miscounted run never
 leaves outputs that look complete.

@@ -1,6 +1,6 @@
 """Pairs stage: a Beam pipeline from ingested posts to popularity-discriminable image pairs.
 
-    ingest's train-*/test-*.tfrecord.gz ─ read shards ─ decode ─ key by (split, user) ─
+    ingest's train-*/test-*.tfrecord.gz ─ ReadAllFromTFRecord ─ decode ─ key by (split, user) ─
       GroupByKey ─ candidate pairs, capped seeded selection (pop_tf.beam.pairing) ─
       encode both images ─ train_pairs-*.tfrecord.gz / test_pairs-*.tfrecord.gz
 
@@ -8,10 +8,12 @@ Pairs are built within each split: train pairs only from train posts, held-out t
 from test posts, so the ranker's test accuracy is measured on images it never saw. The rule and
 the fair, seeded choice of pairs are documented in `pop_tf.beam.pairing`.
 
-Like ingest, the job reads with `Create([paths]) → FlatMap → Reshuffle` (works on every runner,
-SPEC §2), writes into a staging folder, counts what it wrote from the output files themselves,
-checks those counts against what the pipeline says it produced (a sink that silently loses records
-fails the job) and against ingest's own stats, and only then moves the outputs into place.
+The job reads the shards with Beam's `ReadAllFromTFRecord` over `Create([paths])` (no
+TensorFlow on the workers; it works on every runner, Dask included), writes through pop_tf's own
+sinks (`pop_tf.beam.sinks`) into a staging folder, counts what it wrote from the output files
+themselves, checks those counts against what the pipeline says it produced (a sink that silently
+loses records fails the job) and against ingest's own stats, and only then moves the outputs into
+place.
 
 `stats.json` (each count per split, `{"train": …, "test": …}`): `pairs`, `posts` (read from the
 ingest output), `posts_in_pairs` (posts in at least one pair), `posts_without_user` and
