@@ -48,6 +48,11 @@ def write_record(f, record: bytes) -> None:
     f.write(length + struct.pack("<I", _masked_crc(length)) + record + struct.pack("<I", _masked_crc(record)))
 
 
+def write_line(f, line: str) -> None:
+    """Appends one line of text, UTF-8, to `f`."""
+    f.write(line.encode("utf-8") + b"\n")
+
+
 class CorruptRecordError(ValueError):
     """A TFRecord file is truncated or fails its checksum."""
 
@@ -148,7 +153,7 @@ def _write_lines(key_and_items, folder: str, name: str):
 
     def write(f):
         for _, line in lines:
-            f.write(line.encode("utf-8") + b"\n")
+            write_line(f, line)
 
     _write_atomically(folder, name, write, CompressionTypes.UNCOMPRESSED)
     yield {"file": name, "records": len(lines)}

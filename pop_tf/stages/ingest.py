@@ -38,7 +38,7 @@ from pop_tf.beam.reasons import Rejected
 from pop_tf.errors import PopTfError
 from pop_tf.layout import CONFIG, SPLITS, STATS
 from pop_tf.paths import check_stage
-from pop_tf.stages.staging import install, make_staging, stage_run
+from pop_tf.stages.staging import install, is_remote, make_staging, stage_run
 
 log = logging.getLogger("pop_tf.ingest")
 STAGE = "ingest"
@@ -393,7 +393,7 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     encoding = (metadata.detect_encoding(data) or ("utf-8",))[0].upper()
     input_records = sum(1 for _ in metadata.iter_raw_records(metadata_path, data))
     del data
-    output = os.path.abspath(cfg.output)
+    output = cfg.output if is_remote(cfg.output) else os.path.abspath(cfg.output)
     staging = make_staging(output)
 
     started = time.monotonic()
@@ -438,10 +438,8 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
         "seconds": round(time.monotonic() - started, 2),
         "counters": _counter_values(result),
     }
-    with open(os.path.join(staging, STATS), "w") as f:
-        json.dump(stats, f, indent=2, sort_keys=True)
-        f.write("\n")
-    config_lib.write_resolved(cfg, staging)
+    files.write_json(FileSystems.join(staging, STATS), stats)
+    files.write_json(FileSystems.join(staging, CONFIG), config_lib.to_dict(cfg))
     install(staging, output, owned_prefixes=tuple(f"{s}-" for s in SPLITS), owned_names=(REJECTS, STATS, CONFIG),
             owner=STAGE)
     print(f"ingest: done in {stats['seconds']:.1f}s: {accepted} accepted "
@@ -449,11 +447,11 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
           f"{dict(per_reason.most_common())}", file=sys.stderr, flush=True)
     return {
         "output": output,
-        "train": sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith("train-")),
-        "test": sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith("test-")),
-        "rejects": os.path.join(output, REJECTS),
-        "stats": os.path.join(output, STATS),
-        "config": os.path.join(output, CONFIG),
+        "train": sorted(files.glob(layout.shard_pattern(output, "train"))),
+        "test": sorted(files.glob(layout.shard_pattern(output, "test"))),
+        "rejects": FileSystems.join(output, REJECTS),
+        "stats": FileSystems.join(output, STATS),
+        "config": FileSystems.join(output, CONFIG),
     }
 
 

@@ -46,7 +46,7 @@ from pop_tf.beam.options import close_runner, pipeline_options, runner_name, sou
 from pop_tf.errors import PopTfError
 from pop_tf.layout import CONFIG, PAIR_PREFIXES, SPLITS, STATS
 from pop_tf.paths import check_stage
-from pop_tf.stages.staging import install, make_staging, stage_run
+from pop_tf.stages.staging import install, is_remote, make_staging, stage_run
 
 STAGE = "pairs"
 NAMESPACE = "pop_tf.pairs"
@@ -247,7 +247,7 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
         raise PairsError("pairs needs an output folder (--output or pairs.output)")
     options = pipeline_options(beam_args, cfg.runner)  # option typos fail before anything is written
     check_stage(STAGE, cfg)
-    output = os.path.abspath(cfg.output)
+    output = cfg.output if is_remote(cfg.output) else os.path.abspath(cfg.output)
     shards = layout.find_shards(cfg.input, files.glob)
     if not any(shards.values()):
         raise PairsError(
@@ -271,7 +271,7 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
     summary = _read_summary(staging)
     counted = _count_outputs(staging)
     _check(counted, summary, ingest_stats, cfg, staging)
-    os.remove(os.path.join(staging, SUMMARY + ".jsonl"))
+    FileSystems.delete([FileSystems.join(staging, SUMMARY + ".jsonl")])
     sizes = set().union(*(counted[split]["sizes"] for split in SPLITS))
     stats = {
         "pairs": {s: counted[s]["pairs"] for s in SPLITS},
@@ -295,20 +295,16 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
         "format_version": records.PAIR_FORMAT_VERSION,
         "seconds": round(time.monotonic() - started, 2),
     }
-    with open(os.path.join(staging, STATS), "w") as f:
-        json.dump(stats, f, indent=2, sort_keys=True)
-        f.write("\n")
-    config_lib.write_resolved(cfg, staging)
+    files.write_json(FileSystems.join(staging, STATS), stats)
+    files.write_json(FileSystems.join(staging, CONFIG), config_lib.to_dict(cfg))
     install(staging, output, owned_prefixes=tuple(f"{prefix}-" for prefix in PAIR_PREFIXES.values()),
             owned_names=(STATS, CONFIG), owner=STAGE)
     print(f"pairs: done in {stats['seconds']:.1f}s: {stats['pairs']['train']} train pairs from "
           f"{stats['posts']['train']} posts, {stats['pairs']['test']} test pairs from {stats['posts']['test']} "
           f"posts ({sum(stats['posts_without_user'].values())} posts without user)", file=sys.stderr, flush=True)
-    prefixes = {split: f"{PAIR_PREFIXES[split]}-" for split in SPLITS}
     return {
         "output": output,
-        **{split: sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith(prefixes[split]))
-           for split in SPLITS},
-        "stats": os.path.join(output, STATS),
-        "config": os.path.join(output, CONFIG),
+        **{split: sorted(files.glob(layout.pair_shard_pattern(output, split))) for split in SPLITS},
+        "stats": FileSystems.join(output, STATS),
+        "config": FileSystems.join(output, CONFIG),
     }
