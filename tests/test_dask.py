@@ -82,6 +82,13 @@ def test_ingest_and_pairs_on_dask_match_the_direct_runner(tmp_path, cluster, dat
     expected_pairs = _pairs(direct_pairs["output"])
     assert expected_pairs["train"] and expected_pairs["test"]
     assert _pairs(dask_pairs["output"]) == expected_pairs
+    # pop_tf's sinks make the shards themselves equal: the same records, in the same order, as bytes.
+    for ours, theirs in ((direct, dask), (direct_pairs, dask_pairs)):
+        shards = ours["train"] + ours["test"]
+        assert [os.path.basename(p) for p in shards] == [os.path.basename(p) for p in theirs["train"] + theirs["test"]]
+        for path in shards:
+            twin = os.path.join(theirs["output"], os.path.basename(path))
+            assert list(sinks.iter_records(path)) == list(sinks.iter_records(twin)), path
     # The work ran as tasks on both worker processes, not in this one.
     with distributed.Client(cluster) as client:
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)

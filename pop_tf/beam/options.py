@@ -119,7 +119,10 @@ def on_dask(options: PipelineOptions) -> bool:
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner = options.view_as(StandardOptions).runner
-    runner = runner if isinstance(runner, type) else type(runner) if not isinstance(runner, str) else _runner_class(runner)
+    if isinstance(runner, str):
+        runner = _runner_class(runner)
+    elif runner is not None and not isinstance(runner, type):  # a runner instance
+        runner = type(runner)
     if runner is None:
         return False
     try:

@@ -159,7 +159,7 @@ def _clean_up_at_exit() -> None:
 
 def make_staging(output: str) -> str:
     """A fresh staging folder inside `output`, after locking `output` and removing the staging
-    folders of killed runs.
+    folders of killed runs (on a remote filesystem: neither, see the module doc).
 
     Raises:
         OutputBusyError: another process is writing `output`.
