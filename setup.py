@@ -31,8 +31,10 @@ INSTALL_REQUIRES = [
 # of several GB from PyPI. pytorch-fid and lpips are the references of the FID graph and LPIPS
 # (and lpips ships the linear weights its converter test reads); both import torchvision, pinned
 # to the release built for torch 2.13 so that it does not pull a newer torch in.
+# apache-beam[dask] (dask, distributed): tests/test_dask.py runs ingest and pairs on a LocalCluster.
+DASK_REQUIRES = ["apache-beam[dask]>=2.77,<2.78"]
 TEST_REQUIRES = ["pytest>=8,<10", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "torch==2.13.*",
-                 "torchvision==0.28.*", "pytorch-fid==0.3.*", "lpips==0.1.4"]
+                 "torchvision==0.28.*", "pytorch-fid==0.3.*", "lpips==0.1.4", *DASK_REQUIRES]
 
 setup(
     name="pop_tf",
@@ -46,7 +48,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     # torch: only to read PyTorch checkpoints (pop_tf.models.convert, pop_tf.metrics.lpips_convert);
     # the CPU build is enough: pip install torch --index-url https://download.pytorch.org/whl/cpu.
-    extras_require={"test": TEST_REQUIRES, "dask": ["apache-beam[dask]>=2.77,<2.78"],
+    extras_require={"test": TEST_REQUIRES, "dask": DASK_REQUIRES,
                     "torch": ["torch>=2.1,<3"]},
     entry_points={"console_scripts": ["pop-tf=pop_tf.cli:main"]},
 )

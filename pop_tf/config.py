@@ -144,7 +144,7 @@ class IngestConfig:
     output: str = ""
     image_size: int = bounded(64, 16, 1024)
     test_ratio: float = bounded(0.1, 0.0, 1.0, high_open=True)
-    num_shards: int = bounded(0, 0, 10_000)  # 0: let the runner decide
+    num_shards: int = bounded(0, 0, 10_000)  # 0: one shard per 500 input records
     # Paper filters (docs/architecture.md, Input contract); each can be switched off.
     filter_age: bool = True
     min_age_days: int = bounded(30, 0, 36_500)
@@ -181,7 +181,7 @@ class PairsConfig:
     min_log_margin: float = bounded(0.5, 0.0)
     max_pairs_per_image: int = bounded(5, 1, 10_000)
     seed: int = bounded(0, 0, _SEED_MAX)
-    num_shards: int = bounded(0, 0, 10_000)
+    num_shards: int = bounded(0, 0, 10_000)  # 0: one shard per 500 ingested posts
     runner: str = beam_runner("FnApiRunner")
 
 

@@ -59,7 +59,11 @@ def _to_unsigned64(value: int) -> int:
 
 
 def encode_post(post: dict) -> bytes:
-    """Serializes a post dict (keys as returned by `decode_post`) to a tf.train.Example."""
+    """Serializes a post dict (keys as returned by `decode_post`) to a tf.train.Example.
+
+    Deterministic: the feature map is written in key order, so equal posts are equal bytes in
+    every process (protobuf's default map order differs between processes, i.e. between runners'
+    workers, which would make two runs' shards differ byte for byte)."""
     feature = {}
     for key in _INT_FIELDS:
         name = _PY_NAMES[key]
@@ -82,7 +86,7 @@ def encode_post(post: dict) -> bytes:
             value = value.encode("utf-8")
         feature[key] = tf_example.Feature(bytes_list=tf_example.BytesList(value=[value]))
     example = tf_example.Example(features=tf_example.Features(feature=feature))
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)
 
 
 def decode_post(serialized: bytes) -> dict:
@@ -156,7 +160,7 @@ def add_score(serialized: bytes, score: float, domain: str) -> bytes:
     features = example.features.feature
     features[SCORE].float_list.value[:] = [float(score)]
     features[DOMAIN].bytes_list.value[:] = [domain.encode("utf-8")]
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)
 
 
 def decode_scored_post(serialized: bytes) -> dict:
@@ -251,7 +255,7 @@ def encode_pair(pair: dict) -> bytes:
         feature[key] = tf_example.Feature(bytes_list=tf_example.BytesList(value=[value]))
     feature[PAIR_MARGIN] = tf_example.Feature(float_list=tf_example.FloatList(value=[float(pair["margin"])]))
     example = tf_example.Example(features=tf_example.Features(feature=feature))
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)
 
 
 def decode_pair(serialized: bytes) -> dict:

@@ -5,8 +5,9 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 
-import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -338,7 +339,7 @@ def test_posts_lost_on_the_way_fail_the_job_and_install_nothing(tmp_path, monkey
     original = pairs.pair_user_posts
 
     def drop_pairs(*args):
-        return (item for item in original(*args) if isinstance(item, beam.pvalue.TaggedOutput))
+        return (item for item in original(*args) if item[0] == pairs.SUMMARY_TAG)
 
     monkeypatch.setattr(pairs, "pair_user_posts", drop_pairs)
     with pytest.raises(pairs.PairsError, match="0 train pairs in the files but the pipeline produced"):
@@ -357,3 +358,28 @@ def test_cli_dry_run_and_errors(tmp_path, capsys):
     assert code == 1 and "pop-tf pairs: error: no ingest output" in err and "Traceback" not in err
     assert cli.main(["pairs", "--input", "x", "--output", "y", "--set", "pairs.max_pairs_per_image=0"]) == 2
     assert cli.main(["pairs", "--input", "x", "--output", "y", "--runnr=X"]) == 2
+
+
+def test_the_pairs_job_never_imports_tensorflow(job, tmp_path):
+    """Shards are read by Beam's ReadAllFromTFRecord and counted by pop_tf.beam.sinks: neither the
+    driver nor the (here in-process) workers import TensorFlow, which costs each worker seconds."""
+    _, _, written, ingest_dir = job
+    out = tmp_path / "out"
+    script = (
+        "import json, sys\n"
+        "from pop_tf import config as config_lib\n"
+        "from pop_tf.stages import pairs\n"
+        f"cfg = config_lib.PairsConfig(input={str(ingest_dir)!r}, output={str(out)!r}, window_days=30,\n"
+        "                              min_log_margin=0.5, max_pairs_per_image=2, seed=1)\n"
+        "pairs.run(cfg)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))))\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": repo})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    again = {split: [records.decode_pair(s) for s in records.iter_serialized(str(out / f"{split}_pairs-*"))]
+             for split in ("train", "test")}
+    for split in ("train", "test"):
+        assert sorted(records.encode_pair(p) for p in again[split]) == sorted(
+            records.encode_pair(p) for p in written[split]) != []

@@ -230,8 +230,11 @@ def ingested(dataset, tmp_path_factory):
 
 
 def _beam_writers():
-    """Places a Beam job writes through, each patched to fail the way a full disk does."""
-    from apache_beam.io import filebasedsink, localfilesystem, textio, tfrecordio
+    """Places a Beam job writes through (pop_tf's own sinks, Beam's filesystem), each patched to
+    fail the way a full disk does."""
+    from apache_beam.io import filesystem, localfilesystem
+
+    from pop_tf.beam import sinks
 
     def raising(code):
         def fail(*args, **kwargs):
@@ -239,10 +242,10 @@ def _beam_writers():
         return fail
 
     return {
-        "tfrecord_record": (tfrecordio._TFRecordSink, "write_encoded_record"),
-        "text_record": (textio._TextSink, "write_encoded_record"),
-        "sink_open": (filebasedsink.FileBasedSink, "open"),
-        "sink_close": (filebasedsink.FileBasedSink, "close"),
+        "tfrecord_record": (sinks, "write_record"),
+        "text_record": (sinks, "write_line"),
+        "sink_open": (localfilesystem.LocalFileSystem, "create"),
+        "sink_close": (filesystem.CompressedFile, "close"),
         "finalize_rename": (localfilesystem.LocalFileSystem, "rename"),
     }, raising
 
@@ -273,10 +276,10 @@ def test_a_full_disk_in_a_beam_job_is_one_line_in_a_real_process(dataset, tmp_pa
     """As users see it: the CLI's own logging set-up, nothing captured by pytest."""
     out = tmp_path / "out"
     script = ("import errno, os, sys\n"
-              "from apache_beam.io import tfrecordio\n"
+              "from pop_tf.beam import sinks\n"
               "def full(*a, **k):\n"
               "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), 'shard')\n"
-              "tfrecordio._TFRecordSink.write_encoded_record = full\n"
+              "sinks.write_record = full\n"
               "from pop_tf import cli\n"
               f"sys.exit(cli.main(['ingest', '--input', {str(dataset)!r}, '--output', {str(out)!r}, "
               "'--image-size', '32']))\n")
@@ -290,12 +293,12 @@ def test_a_full_disk_in_a_beam_job_is_one_line_in_a_real_process(dataset, tmp_pa
 
 
 def test_a_full_disk_in_pop_tf_run_is_one_sentence_naming_the_stage_folder(tmp_path, monkeypatch, caplog):
-    from apache_beam.io import tfrecordio
+    from pop_tf.beam import sinks
 
     def full(*args, **kwargs):
         raise _full(errno.ENOSPC, "shard")
 
-    monkeypatch.setattr(tfrecordio._TFRecordSink, "write_encoded_record", full)
+    monkeypatch.setattr(sinks, "write_record", full)
     workdir = tmp_path / "w"
     config = tiny_config("synth.num_posts=30")
     with pytest.raises(errors.StorageError, match=f"no space left on the device holding {workdir / 'ingest'};"):

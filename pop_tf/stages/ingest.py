@@ -4,8 +4,10 @@
       pad/resize, edge map, hashes ─ exact and near-duplicate removal ─ split by hash(post_id) ─
       train-*.tfrecord.gz / test-*.tfrecord.gz         (every other record → rejects.jsonl)
 
-Sources and sinks go through Beam's FileSystems layer and `Create([path]) → FlatMap → Reshuffle`,
-which works on every runner (`ReadFromText` fails on Beam's Dask runner). The job then counts what it
+Sources and sinks go through Beam's FileSystems layer. The source is `Create([metadata path
+parts]) → FlatMap → Reshuffle`, which works on every runner (`ReadFromText` fails on Dask); the
+sinks are pop_tf's own (`pop_tf.beam.sinks`), since Beam's lose records on Dask; steps with
+several outputs yield `(tag, value)` pairs (`pop_tf.beam.branches`). The job then counts what it
 wrote from the output files themselves, checks `accepted + rejected == input records`, and only
 then moves the outputs from a staging folder into place, so a killed or miscounted run never
 leaves outputs that look complete.
@@ -16,6 +18,7 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -27,18 +30,27 @@ from apache_beam.metrics import Metrics
 
 from pop_tf import config as config_lib
 from pop_tf import layout, records
-from pop_tf.beam import images, metadata, reasons
-from pop_tf.beam.options import pipeline_options
+from pop_tf.beam import branches, images, metadata, reasons, sinks
+from pop_tf.beam.branches import OK, REJECTED
+from pop_tf.beam import files
+from pop_tf.beam.options import close_runner, pipeline_options, runner_name, source_splits
 from pop_tf.beam.reasons import Rejected
 from pop_tf.errors import PopTfError
 from pop_tf.layout import CONFIG, SPLITS, STATS
 from pop_tf.paths import check_stage
-from pop_tf.stages.staging import install, make_staging, stage_run
+from pop_tf.stages.staging import install, is_remote, make_staging, stage_run
 
 log = logging.getLogger("pop_tf.ingest")
 STAGE = "ingest"
 NAMESPACE = "pop_tf.ingest"
 REJECTS = "rejects.jsonl"
+# With ingest.num_shards = 0: one shard per this many input records (a shard's records are held in
+# memory by the task that writes it; 500 posts at 256 px are about 60 MB).
+RECORDS_PER_SHARD = 500
+# On Dask: the input is read as one part per this many records, at most MAX_SOURCE_PARTS (each
+# part's task parses the whole metadata file and keeps its share).
+RECORDS_PER_SOURCE_PART = 250
+MAX_SOURCE_PARTS = 32
 
 
 class IngestError(PopTfError):
@@ -116,30 +128,30 @@ class ValidateFn(beam.DoFn):
     def process(self, record: metadata.RawRecord):
         Metrics.counter(NAMESPACE, "records_read").inc()
         if record.reason:
-            yield beam.pvalue.TaggedOutput("rejected", _reject(record, record.reason, record.message))
+            yield branches.rejected(_reject(record, record.reason, record.message))
             return
         now = datetime.datetime.fromtimestamp(self.now_unix, datetime.timezone.utc)
         try:
             post = metadata.validate_record(record.fields, from_csv=self.from_csv, now=now)
         except Rejected as e:
-            yield beam.pvalue.TaggedOutput("rejected", _reject(record, e.reason, e.message))
+            yield branches.rejected(_reject(record, e.reason, e.message))
             return
         except Exception as e:  # noqa: BLE001 - one record must never abort the job; this is a bug trap
             log.warning("line %d of the metadata could not be validated", record.line, exc_info=True)
-            yield beam.pvalue.TaggedOutput("rejected", _reject(
+            yield branches.rejected(_reject(
                 record, reasons.INVALID_FIELD, f"line {record.line} could not be validated ({type(e).__name__})"))
             return
         post["_source"] = {"index": record.index, "line": record.line, "text": record.text}
-        yield post["post_id"], post
+        yield branches.ok((post["post_id"], post))
 
 
 def first_by_index(key_and_posts, reason: str, describe):
     """Keeps the post that came first in the input among those sharing a key; rejects the rest."""
     _, posts = key_and_posts
     posts = sorted(posts, key=lambda p: p["_source"]["index"])
-    yield posts[0]
+    yield branches.ok(posts[0])
     for post in posts[1:]:
-        yield beam.pvalue.TaggedOutput("rejected", _reject(post, reason, describe(post, posts[0])))
+        yield branches.rejected(_reject(post, reason, describe(post, posts[0])))
 
 
 class FilterFn(beam.DoFn):
@@ -148,9 +160,9 @@ class FilterFn(beam.DoFn):
 
     def process(self, post):
         try:
-            yield metadata.apply_filters(post, **self.filters)
+            yield branches.ok(metadata.apply_filters(post, **self.filters))
         except Rejected as e:
-            yield beam.pvalue.TaggedOutput("rejected", _reject(post, e.reason, e.message))
+            yield branches.rejected(_reject(post, e.reason, e.message))
 
 
 # How each refusal of `images.read_untrusted_file` is reported for an image.
@@ -202,7 +214,7 @@ class LoadImageFn(beam.DoFn):
                 data, max_pixels=self.cfg["max_pixels"], max_file_bytes=self.cfg["max_file_bytes"],
                 min_side=self.cfg["min_image_side"], max_aspect=self.cfg["max_aspect_ratio"])
         except Rejected as e:
-            yield beam.pvalue.TaggedOutput("rejected", _reject(post, e.reason, f"{e.message} ({post['image']})"))
+            yield branches.rejected(_reject(post, e.reason, f"{e.message} ({post['image']})"))
             return
         pixels = images.pad_to_square_and_resize(image, self.cfg["image_size"])
         edges = images.edge_map(pixels, threshold=self.cfg["edge_threshold"])
@@ -218,7 +230,7 @@ class LoadImageFn(beam.DoFn):
         if self._decoded % 500 == 0:
             rate = self._decoded / max(time.monotonic() - self._started, 1e-9)
             log.info("ingest: %d images decoded by worker %d (%.1f images/s)", self._decoded, os.getpid(), rate)
-        yield post
+        yield branches.ok(post)
 
 
 def near_duplicate_pairs(band_and_members, max_distance: int, colour_tolerance: int):
@@ -243,12 +255,12 @@ def resolve_near_duplicates(index_and_groups):
     beaten_by = sorted(groups["beaten_by"])
     if beaten_by:
         winner_index, winner_id, distance = beaten_by[0]
-        yield beam.pvalue.TaggedOutput("rejected", _reject(
+        yield branches.rejected(_reject(
             post, reasons.NEAR_DUPLICATE_IMAGE,
             f"image is a near-duplicate (perceptual-hash distance {distance}) of post '{winner_id}' "
             f"(record {winner_index}), which comes first in the input"))
     else:
-        yield post
+        yield branches.ok(post)
 
 
 def _to_output(post):
@@ -258,39 +270,60 @@ def _to_output(post):
     return out
 
 
+def read_records_part(part, root: str, max_metadata_bytes: int):
+    """The raw records of one part `(metadata path, k, parts)` of the input: every record whose
+    index is k modulo `parts` (see `pop_tf.beam.options.source_splits`)."""
+    path, k, parts = part
+    for record in metadata.iter_raw_records(path, read_metadata(path, root, max_metadata_bytes)):
+        if record.index % parts == k:
+            yield record
+
+
+def _encoded(post, test_ratio: float):
+    """(split, order key, serialized record) of an accepted post, for `sinks.WriteShards`."""
+    split = split_of(post["post_id"], test_ratio)
+    return split, post["source_index"], records.encode_post({**post, "split": split})
+
+
 def build_pipeline(p, *, metadata_path: str, root: str, staging: str, cfg: config_lib.IngestConfig,
-                   now_unix: float, max_metadata_bytes: int = metadata.MAX_METADATA_BYTES):
-    """Adds the ingest transforms to pipeline `p`; outputs land in `staging`."""
+                   now_unix: float, max_metadata_bytes: int = metadata.MAX_METADATA_BYTES,
+                   num_shards: int = 1, source_parts: int = 1):
+    """Adds the ingest transforms to pipeline `p`; outputs land in `staging`.
+
+    The input is read as `source_parts` parts (1 except on Dask, see `source_splits`); the
+    accepted posts are written as `num_shards` shards per split.
+    """
     from_csv = metadata_path.endswith(".csv")
     raw = (p
-           | "MetadataPath" >> beam.Create([metadata_path])
-           | "ReadRecords" >> beam.FlatMap(
-               lambda path: metadata.iter_raw_records(path, read_metadata(path, root, max_metadata_bytes)))
+           | "MetadataParts" >> beam.Create([(metadata_path, k, source_parts) for k in range(source_parts)])
+           | "ReadRecords" >> beam.FlatMap(read_records_part, root, max_metadata_bytes)
            | "Distribute" >> beam.Reshuffle())
-    validated = raw | "Validate" >> beam.ParDo(ValidateFn(from_csv, now_unix)).with_outputs("rejected", main="ok")
-    unique = (validated.ok
-              | "GroupByPostId" >> beam.GroupByKey()
-              | "FirstPostId" >> beam.FlatMap(
-                  first_by_index, reasons.DUPLICATE_POST_ID,
-                  lambda post, first: f"post_id '{post['post_id']}' already appeared on line {first['_source']['line']}"
-              ).with_outputs("rejected", main="ok"))
+    validated = branches.split(raw | "Validate" >> beam.ParDo(ValidateFn(from_csv, now_unix)), "Validated")
+    unique = branches.split(
+        validated[OK]
+        | "GroupByPostId" >> beam.GroupByKey()
+        | "FirstPostId" >> beam.FlatMap(
+            first_by_index, reasons.DUPLICATE_POST_ID,
+            lambda post, first: f"post_id '{post['post_id']}' already appeared on line {first['_source']['line']}"),
+        "Unique")
     filters = dict(filter_age=cfg.filter_age, min_age_days=cfg.min_age_days,
                    filter_caption=cfg.filter_caption, max_caption_words=cfg.max_caption_words)
-    filtered = unique.ok | "PaperFilters" >> beam.ParDo(FilterFn(filters)).with_outputs("rejected", main="ok")
-    loaded = (filtered.ok
-              | "LoadImages" >> beam.ParDo(LoadImageFn(root, config_lib.to_dict(cfg))).with_outputs("rejected", main="ok"))
-    rejected = [validated.rejected, unique.rejected, filtered.rejected, loaded.rejected]
-    accepted = loaded.ok
+    filtered = branches.split(unique[OK] | "PaperFilters" >> beam.ParDo(FilterFn(filters)), "Filtered")
+    loaded = branches.split(
+        filtered[OK] | "LoadImages" >> beam.ParDo(LoadImageFn(root, config_lib.to_dict(cfg))), "Loaded")
+    rejected = [validated[REJECTED], unique[REJECTED], filtered[REJECTED], loaded[REJECTED]]
+    accepted = loaded[OK]
     if cfg.dedupe_images:
-        exact = (loaded.ok
-                 | "KeyByPixels" >> beam.Map(lambda post: (post["pixel_digest"], post))
-                 | "GroupByPixels" >> beam.GroupByKey()
-                 | "FirstPixels" >> beam.FlatMap(
-                     first_by_index, reasons.DUPLICATE_IMAGE,
-                     lambda post, first: f"image has the same pixels as post '{first['post_id']}' (line {first['_source']['line']})"
-                 ).with_outputs("rejected", main="ok"))
-        by_index = exact.ok | "KeyByIndex" >> beam.Map(lambda post: (post["_source"]["index"], post))
-        beaten = (exact.ok
+        exact = branches.split(
+            loaded[OK]
+            | "KeyByPixels" >> beam.Map(lambda post: (post["pixel_digest"], post))
+            | "GroupByPixels" >> beam.GroupByKey()
+            | "FirstPixels" >> beam.FlatMap(
+                first_by_index, reasons.DUPLICATE_IMAGE,
+                lambda post, first: f"image has the same pixels as post '{first['post_id']}' (line {first['_source']['line']})"),
+            "Exact")
+        by_index = exact[OK] | "KeyByIndex" >> beam.Map(lambda post: (post["_source"]["index"], post))
+        beaten = (exact[OK]
                   | "HashBands" >> beam.FlatMap(
                       lambda post, bands: [
                           (band, (post["_source"]["index"], post["post_id"], post["phash"], post["_colour"]))
@@ -299,26 +332,23 @@ def build_pipeline(p, *, metadata_path: str, root: str, staging: str, cfg: confi
                   | "GroupByBand" >> beam.GroupByKey()
                   | "ComparePairs" >> beam.FlatMap(near_duplicate_pairs, cfg.near_duplicate_distance,
                                                    cfg.near_duplicate_colour_tolerance))
-        near = ({"post": by_index, "beaten_by": beaten}
-                | "JoinNearDuplicates" >> beam.CoGroupByKey()
-                | "ResolveNearDuplicates" >> beam.FlatMap(resolve_near_duplicates).with_outputs("rejected", main="ok"))
-        rejected += [exact.rejected, near.rejected]
-        accepted = near.ok
-    outputs = accepted | "ToOutput" >> beam.Map(_to_output)
-    parts = outputs | "Split" >> beam.Partition(
-        lambda post, _: SPLITS.index(split_of(post["post_id"], cfg.test_ratio)), len(SPLITS))
-    for split, part in zip(SPLITS, parts):
-        (part
-         | f"Tag{split}" >> beam.Map(lambda post, s=split: {**post, "split": s})
-         | f"Encode{split}" >> beam.Map(records.encode_post)
-         | f"Write{split}" >> beam.io.WriteToTFRecord(
-             os.path.join(staging, split), file_name_suffix=layout.SHARD_SUFFIX,
-             compression_type=CompressionTypes.GZIP, num_shards=cfg.num_shards))
-    (rejected
-     | "AllRejects" >> beam.Flatten()
-     | "RejectJson" >> beam.Map(lambda entry: json.dumps(entry, ensure_ascii=False, sort_keys=True))
-     | "WriteRejects" >> beam.io.WriteToText(os.path.join(staging, "rejects"), file_name_suffix=".jsonl",
-                                              shard_name_template="", num_shards=1))
+        near = branches.split(
+            {"post": by_index, "beaten_by": beaten}
+            | "JoinNearDuplicates" >> beam.CoGroupByKey()
+            | "ResolveNearDuplicates" >> beam.FlatMap(resolve_near_duplicates),
+            "Near")
+        rejected += [exact[REJECTED], near[REJECTED]]
+        accepted = near[OK]
+    written_posts = (accepted
+                     | "ToOutput" >> beam.Map(_to_output)
+                     | "Encode" >> beam.Map(_encoded, cfg.test_ratio)
+                     | "WritePosts" >> sinks.WriteShards(staging, SPLITS, num_shards, layout.SHARD_SUFFIX))
+    written_rejects = (rejected
+                       | "AllRejects" >> beam.Flatten()
+                       | "RejectJson" >> beam.Map(
+                           lambda entry: (entry["index"], json.dumps(entry, ensure_ascii=False, sort_keys=True)))
+                       | "WriteRejects" >> sinks.WriteLines(staging, REJECTS))
+    return sinks.finish([written_posts, written_rejects])
 
 
 def _count_outputs(staging: str) -> dict:
@@ -328,7 +358,7 @@ def _count_outputs(staging: str) -> dict:
     per_split_content_type = collections.defaultdict(collections.Counter)
     post_ids = set()
     for split in SPLITS:
-        for serialized in records.iter_serialized(layout.shard_pattern(staging, split)):
+        for serialized in sinks.iter_records(layout.shard_pattern(staging, split)):
             post = records.decode_post(serialized)
             per_split[split] += 1
             content_type = post["content_type"] or "(none)"
@@ -336,10 +366,10 @@ def _count_outputs(staging: str) -> dict:
             per_split_content_type[split][content_type] += 1
             post_ids.add(post["post_id"])
     rejects = []
-    rejects_path = os.path.join(staging, REJECTS)
-    if os.path.exists(rejects_path):
-        with open(rejects_path, encoding="utf-8") as f:
-            rejects = [json.loads(line) for line in f if line.strip()]
+    rejects_path = FileSystems.join(staging, REJECTS)
+    if FileSystems.exists(rejects_path):
+        rejects = [json.loads(line) for line in files.read_file(rejects_path).decode("utf-8").splitlines()
+                   if line.strip()]
     return dict(per_split=per_split, per_content_type=per_content_type,
                 per_split_content_type=per_split_content_type, post_ids=post_ids, rejects=rejects)
 
@@ -363,17 +393,23 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
     encoding = (metadata.detect_encoding(data) or ("utf-8",))[0].upper()
     input_records = sum(1 for _ in metadata.iter_raw_records(metadata_path, data))
     del data
-    output = os.path.abspath(cfg.output)
+    output = cfg.output if is_remote(cfg.output) else os.path.abspath(cfg.output)
     staging = make_staging(output)
 
     started = time.monotonic()
     print(f"ingest: {input_records} records in {metadata_path} → {output} "
-          f"(image size {cfg.image_size}, runner {cfg.runner})", file=sys.stderr, flush=True)
+          f"(image size {cfg.image_size}, runner {runner_name(options)})", file=sys.stderr, flush=True)
     now_unix = time.time()
+    num_shards = cfg.num_shards or max(1, math.ceil(input_records / RECORDS_PER_SHARD))
+    source_parts = source_splits(
+        options, min(MAX_SOURCE_PARTS, math.ceil(input_records / RECORDS_PER_SOURCE_PART)))
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, metadata_path=metadata_path, root=cfg.input, staging=staging, cfg=cfg,
-                       now_unix=now_unix, max_metadata_bytes=max_metadata_bytes)
+                       now_unix=now_unix, max_metadata_bytes=max_metadata_bytes, num_shards=num_shards,
+                       source_parts=source_parts)
     result = getattr(p, "result", None)
+    close_runner(result)
+    sinks.remove_temporary(staging)
 
     counted = _count_outputs(staging)
     accepted = sum(counted["per_split"].values())
@@ -387,10 +423,6 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
             f"accounting check failed: {accepted} accepted + {rejected} rejected != {input_records} input "
             f"records in {metadata_path}; the outputs were left in {staging} for inspection and nothing was installed")
     per_reason = collections.Counter(entry["reason"] for entry in counted["rejects"])
-    # A stable order for people and diffs: rejects sorted by input position.
-    with open(os.path.join(staging, REJECTS), "w", encoding="utf-8") as f:
-        for entry in sorted(counted["rejects"], key=lambda e: e["index"]):
-            f.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
     stats = {
         "input_records": input_records,
         "accepted": accepted,
@@ -406,10 +438,8 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
         "seconds": round(time.monotonic() - started, 2),
         "counters": _counter_values(result),
     }
-    with open(os.path.join(staging, STATS), "w") as f:
-        json.dump(stats, f, indent=2, sort_keys=True)
-        f.write("\n")
-    config_lib.write_resolved(cfg, staging)
+    files.write_json(FileSystems.join(staging, STATS), stats)
+    files.write_json(FileSystems.join(staging, CONFIG), config_lib.to_dict(cfg))
     install(staging, output, owned_prefixes=tuple(f"{s}-" for s in SPLITS), owned_names=(REJECTS, STATS, CONFIG),
             owner=STAGE)
     print(f"ingest: done in {stats['seconds']:.1f}s: {accepted} accepted "
@@ -417,11 +447,11 @@ def run(cfg: config_lib.IngestConfig, beam_args=()) -> dict:
           f"{dict(per_reason.most_common())}", file=sys.stderr, flush=True)
     return {
         "output": output,
-        "train": sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith("train-")),
-        "test": sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith("test-")),
-        "rejects": os.path.join(output, REJECTS),
-        "stats": os.path.join(output, STATS),
-        "config": os.path.join(output, CONFIG),
+        "train": sorted(files.glob(layout.shard_pattern(output, "train"))),
+        "test": sorted(files.glob(layout.shard_pattern(output, "test"))),
+        "rejects": FileSystems.join(output, REJECTS),
+        "stats": FileSystems.join(output, STATS),
+        "config": FileSystems.join(output, CONFIG),
     }
 
 

@@ -1,6 +1,6 @@
 """Pairs stage: a Beam pipeline from ingested posts to popularity-discriminable image pairs.
 
-    ingest's train-*/test-*.tfrecord.gz ─ read shards ─ decode ─ key by (split, user) ─
+    ingest's train-*/test-*.tfrecord.gz ─ ReadAllFromTFRecord ─ decode ─ key by (split, user) ─
       GroupByKey ─ candidate pairs, capped seeded selection (pop_tf.beam.pairing) ─
       encode both images ─ train_pairs-*.tfrecord.gz / test_pairs-*.tfrecord.gz
 
@@ -8,10 +8,12 @@ Pairs are built within each split: train pairs only from train posts, held-out t
 from test posts, so the ranker's test accuracy is measured on images it never saw. The rule and
 the fair, seeded choice of pairs are documented in `pop_tf.beam.pairing`.
 
-Like ingest, the job reads with `Create([paths]) → FlatMap → Reshuffle` (works on every runner,
-Dask included), writes into a staging folder, counts what it wrote from the output files themselves,
-checks those counts against what the pipeline says it produced (a sink that silently loses records
-fails the job) and against ingest's own stats, and only then moves the outputs into place.
+The job reads the shards with Beam's `ReadAllFromTFRecord` over `Create([paths])` (no
+TensorFlow on the workers; it works on every runner, Dask included), writes through pop_tf's own
+sinks (`pop_tf.beam.sinks`) into a staging folder, counts what it wrote from the output files
+themselves, checks those counts against what the pipeline says it produced (a sink that silently
+loses records fails the job) and against ingest's own stats, and only then moves the outputs into
+place.
 
 `stats.json` (each count per split, `{"train": …, "test": …}`): `pairs`, `posts` (read from the
 ingest output), `posts_in_pairs` (posts in at least one pair), `posts_without_user` and
@@ -24,6 +26,7 @@ the resolved `config`, `format_version` and `seconds`. Pair counts come from the
 
 import collections
 import json
+import math
 import os
 import statistics
 import sys
@@ -32,22 +35,27 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import ReadAllFromTFRecord
 from apache_beam.metrics import Metrics
 
 from pop_tf import config as config_lib
 from pop_tf import layout, records
-from pop_tf.beam import files, pairing
-from pop_tf.beam.options import pipeline_options
+from pop_tf.beam import branches, files, pairing, sinks
+from pop_tf.beam.branches import OK
+from pop_tf.beam.options import close_runner, pipeline_options, runner_name, source_splits
 from pop_tf.errors import PopTfError
 from pop_tf.layout import CONFIG, PAIR_PREFIXES, SPLITS, STATS
 from pop_tf.paths import check_stage
-from pop_tf.stages.staging import install, make_staging, stage_run
+from pop_tf.stages.staging import install, is_remote, make_staging, stage_run
 
 STAGE = "pairs"
 NAMESPACE = "pop_tf.pairs"
 # Counts the pipeline reports about itself, written next to the staged outputs and read back
 # by the driver: Beam metrics are not reported by every runner, files are.
 SUMMARY = "_summary"
+SUMMARY_TAG = "summary"
+# With pairs.num_shards = 0: one shard per this many posts of the ingest output (about as many pairs).
+RECORDS_PER_SHARD = 500
 # Margin histogram: fixed bins, so the histograms of two runs or datasets can be compared bin by
 # bin; margins of 5 and more (a factor e^5 ≈ 150 in normalised likes) share the last bin.
 MARGIN_BIN_WIDTH = 0.25
@@ -58,15 +66,15 @@ class PairsError(PopTfError):
     """The job could not run, or its outputs failed the accounting check."""
 
 
-def read_shard(split_and_path):
-    """(split, serialized post) for every record of one shard; the split comes from the file name."""
-    split, path = split_and_path
-    for serialized in records.iter_serialized(path):
-        yield split, serialized
+def with_split(path_and_serialized):
+    """(split, serialized post) of a record read by `ReadAllFromTFRecord`; the split is the file name's."""
+    path, serialized = path_and_serialized
+    name = FileSystems.split(path)[1]
+    return next(split for split in SPLITS if name.startswith(f"{split}-")), serialized
 
 
 def _summary(split: str, name: str, count: int = 1):
-    return beam.pvalue.TaggedOutput("summary", ((split, name), count))
+    return SUMMARY_TAG, ((split, name), count)
 
 
 def key_by_user(split_and_serialized):
@@ -86,12 +94,13 @@ def key_by_user(split_and_serialized):
         yield _summary(split, "posts_without_date")
         return
     keep = ("post_id", "user_id", "likes", "followers", "posted_at_unix", "image_png", "image_size")
-    yield (split, post["user_id"]), {name: post[name] for name in keep}
+    yield branches.ok(((split, post["user_id"]), {name: post[name] for name in keep}))
 
 
 def pair_user_posts(key_and_posts, window_days: float, min_log_margin: float,
                     max_pairs_per_image: int, seed: int):
-    """(split, encoded pair) for the pairs chosen among one user's posts of one split.
+    """(split, (post id A, post id B), encoded pair) for the pairs chosen among one user's posts
+    of one split, tagged `ok`, and summary counts.
 
     The pure functions sort what they are given, so the result does not depend on the order in
     which the runner delivers the group.
@@ -106,54 +115,58 @@ def pair_user_posts(key_and_posts, window_days: float, min_log_margin: float,
     Metrics.counter(NAMESPACE, "pairs").inc(len(chosen))
     for candidate in chosen:
         a, b = by_id[candidate.post_id_a], by_id[candidate.post_id_b]
-        yield split, records.encode_pair({
+        yield branches.ok((split, (a["post_id"], b["post_id"]), records.encode_pair({
             "post_id_a": a["post_id"], "post_id_b": b["post_id"], "user_id": user_id, "split": split,
             "image_png_a": a["image_png"], "image_png_b": b["image_png"],
             "likes_a": a["likes"], "likes_b": b["likes"],
             "followers_a": a["followers"], "followers_b": b["followers"],
             "posted_at_unix_a": a["posted_at_unix"], "posted_at_unix_b": b["posted_at_unix"],
             "image_size": a["image_size"], "margin": candidate.margin,
-        })
+        })))
 
 
-def build_pipeline(p, *, shards: dict, staging: str, cfg: config_lib.PairsConfig):
-    """Adds the pairs transforms to pipeline `p`; outputs land in `staging`."""
-    paths = [(split, path) for split in SPLITS for path in shards[split]]
-    keyed = (p
-             | "ShardPaths" >> beam.Create(paths)
-             | "ReadShards" >> beam.FlatMap(read_shard)
-             | "Distribute" >> beam.Reshuffle()
-             | "KeyByUser" >> beam.FlatMap(key_by_user).with_outputs("summary", main="posts"))
-    paired = (keyed.posts
-              | "GroupByUser" >> beam.GroupByKey()
-              | "PairUserPosts" >> beam.FlatMap(
-                  pair_user_posts, cfg.window_days, cfg.min_log_margin, cfg.max_pairs_per_image, cfg.seed
-              ).with_outputs("summary", main="pairs"))
-    parts = paired.pairs | "Split" >> beam.Partition(lambda item, _: SPLITS.index(item[0]), len(SPLITS))
-    for split, part in zip(SPLITS, parts):
-        (part
-         | f"Drop{split}Key" >> beam.Map(lambda item: item[1])
-         | f"Write{split}" >> beam.io.WriteToTFRecord(
-             os.path.join(staging, PAIR_PREFIXES[split]), file_name_suffix=layout.SHARD_SUFFIX,
-             compression_type=CompressionTypes.GZIP, num_shards=cfg.num_shards))
-    ((keyed.summary, paired.summary)
-     | "AllSummaries" >> beam.Flatten()
-     | "SumSummaries" >> beam.CombinePerKey(sum)
-     | "SummaryJson" >> beam.Map(lambda item: json.dumps({"split": item[0][0], "name": item[0][1], "count": item[1]}))
-     | "WriteSummary" >> beam.io.WriteToText(os.path.join(staging, SUMMARY), file_name_suffix=".jsonl",
-                                              shard_name_template="", num_shards=1))
+def build_pipeline(p, *, shards: dict, staging: str, cfg: config_lib.PairsConfig, num_shards: int = 1):
+    """Adds the pairs transforms to pipeline `p`; outputs land in `staging` as `num_shards`
+    shards per split. Shards are read by Beam's `ReadAllFromTFRecord`, so workers never import
+    TensorFlow."""
+    paths = [path for split in SPLITS for path in shards[split]]
+    keyed = branches.split(
+        p
+        | "ShardPaths" >> beam.Create(paths)
+        | "ReadShards" >> ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP, with_filename=True)
+        | "WithSplit" >> beam.Map(with_split)
+        | "Distribute" >> beam.Reshuffle()
+        | "KeyByUser" >> beam.FlatMap(key_by_user),
+        "Keyed", (OK, SUMMARY_TAG))
+    paired = branches.split(
+        keyed[OK]
+        | "GroupByUser" >> beam.GroupByKey()
+        | "PairUserPosts" >> beam.FlatMap(
+            pair_user_posts, cfg.window_days, cfg.min_log_margin, cfg.max_pairs_per_image, cfg.seed),
+        "Paired", (OK, SUMMARY_TAG))
+    written_pairs = (paired[OK]
+                     | "WithPrefix" >> beam.Map(lambda item: (PAIR_PREFIXES[item[0]], item[1], item[2]))
+                     | "WritePairs" >> sinks.WriteShards(staging, PAIR_PREFIXES.values(), num_shards,
+                                                         layout.SHARD_SUFFIX))
+    written_summary = (
+        (keyed[SUMMARY_TAG], paired[SUMMARY_TAG])
+        | "AllSummaries" >> beam.Flatten()
+        | "SumSummaries" >> beam.CombinePerKey(sum)
+        | "SummaryJson" >> beam.Map(
+            lambda item: (item[0], json.dumps({"split": item[0][0], "name": item[0][1], "count": item[1]})))
+        | "WriteSummary" >> sinks.WriteLines(staging, SUMMARY + ".jsonl"))
+    return sinks.finish([written_pairs, written_summary])
 
 
 def _read_summary(staging: str) -> dict:
     """{split: {name: count}} from the summary file the pipeline wrote (missing counts are 0)."""
     summary = {split: collections.Counter() for split in SPLITS}
-    path = os.path.join(staging, SUMMARY + ".jsonl")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    entry = json.loads(line)
-                    summary[entry["split"]][entry["name"]] += entry["count"]
+    path = FileSystems.join(staging, SUMMARY + ".jsonl")
+    if FileSystems.exists(path):
+        for line in files.read_file(path).decode("utf-8").splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                summary[entry["split"]][entry["name"]] += entry["count"]
     return summary
 
 
@@ -173,7 +186,7 @@ def _count_outputs(staging: str) -> dict:
         per_user, per_image, bins = collections.Counter(), collections.Counter(), collections.Counter()
         sizes = set()
         pattern = layout.pair_shard_pattern(staging, split)
-        for serialized in records.iter_serialized(pattern):
+        for serialized in sinks.iter_records(pattern):
             pair = records.decode_pair(serialized)
             per_user[pair["user_id"]] += 1
             per_image[pair["post_id_a"]] += 1
@@ -234,7 +247,7 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
         raise PairsError("pairs needs an output folder (--output or pairs.output)")
     options = pipeline_options(beam_args, cfg.runner)  # option typos fail before anything is written
     check_stage(STAGE, cfg)
-    output = os.path.abspath(cfg.output)
+    output = cfg.output if is_remote(cfg.output) else os.path.abspath(cfg.output)
     shards = layout.find_shards(cfg.input, files.glob)
     if not any(shards.values()):
         raise PairsError(
@@ -242,18 +255,23 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
             f"run `pop-tf ingest --output {cfg.input}` first or point --input at an ingest output folder")
     ingest_stats = _read_ingest_stats(cfg.input)
     staging = make_staging(output)
+    posts = sum((ingest_stats.get("per_split") or {}).values()) or sum(map(len, shards.values()))
+    num_shards = cfg.num_shards or max(1, math.ceil(posts / RECORDS_PER_SHARD))
+    source_splits(options, sum(map(len, shards.values())))  # on Dask: one partition per shard read
 
     started = time.monotonic()
     print(f"pairs: {sum(map(len, shards.values()))} ingest shards in {cfg.input} → {output} "
           f"(window {cfg.window_days:g} days, margin ≥ {cfg.min_log_margin:g}, ≤ {cfg.max_pairs_per_image} "
-          f"pairs per image, seed {cfg.seed}, runner {cfg.runner})", file=sys.stderr, flush=True)
+          f"pairs per image, seed {cfg.seed}, runner {runner_name(options)})", file=sys.stderr, flush=True)
     with beam.Pipeline(options=options) as p:
-        build_pipeline(p, shards=shards, staging=staging, cfg=cfg)
+        build_pipeline(p, shards=shards, staging=staging, cfg=cfg, num_shards=num_shards)
+    close_runner(getattr(p, "result", None))
+    sinks.remove_temporary(staging)
 
     summary = _read_summary(staging)
     counted = _count_outputs(staging)
     _check(counted, summary, ingest_stats, cfg, staging)
-    os.remove(os.path.join(staging, SUMMARY + ".jsonl"))
+    FileSystems.delete([FileSystems.join(staging, SUMMARY + ".jsonl")])
     sizes = set().union(*(counted[split]["sizes"] for split in SPLITS))
     stats = {
         "pairs": {s: counted[s]["pairs"] for s in SPLITS},
@@ -277,20 +295,16 @@ def run(cfg: config_lib.PairsConfig, beam_args=()) -> dict:
         "format_version": records.PAIR_FORMAT_VERSION,
         "seconds": round(time.monotonic() - started, 2),
     }
-    with open(os.path.join(staging, STATS), "w") as f:
-        json.dump(stats, f, indent=2, sort_keys=True)
-        f.write("\n")
-    config_lib.write_resolved(cfg, staging)
+    files.write_json(FileSystems.join(staging, STATS), stats)
+    files.write_json(FileSystems.join(staging, CONFIG), config_lib.to_dict(cfg))
     install(staging, output, owned_prefixes=tuple(f"{prefix}-" for prefix in PAIR_PREFIXES.values()),
             owned_names=(STATS, CONFIG), owner=STAGE)
     print(f"pairs: done in {stats['seconds']:.1f}s: {stats['pairs']['train']} train pairs from "
           f"{stats['posts']['train']} posts, {stats['pairs']['test']} test pairs from {stats['posts']['test']} "
           f"posts ({sum(stats['posts_without_user'].values())} posts without user)", file=sys.stderr, flush=True)
-    prefixes = {split: f"{PAIR_PREFIXES[split]}-" for split in SPLITS}
     return {
         "output": output,
-        **{split: sorted(os.path.join(output, n) for n in os.listdir(output) if n.startswith(prefixes[split]))
-           for split in SPLITS},
-        "stats": os.path.join(output, STATS),
-        "config": os.path.join(output, CONFIG),
+        **{split: sorted(files.glob(layout.pair_shard_pattern(output, split))) for split in SPLITS},
+        "stats": FileSystems.join(output, STATS),
+        "config": FileSystems.join(output, CONFIG),
     }

@@ -20,6 +20,15 @@ the first run's staging folder. `install` releases it. A stage's `run` decorated
 `stage_run` (and every stage `pop-tf run` runs) removes its staging folder and releases the lock
 however it fails, and reports a full or read-only device, also one Beam or TensorFlow wrapped,
 as one sentence naming the output folder; a process that ends does the same for whatever is left.
+
+An output folder on a remote filesystem (`gs://`, `s3://`, `hdfs://`: any scheme but `file://`)
+goes through Beam's `FileSystems`, for the Beam stages whose workers write there, with a narrower
+contract: the staging folder, the check, the record of owned names and the final move are the
+same, but outputs are plain files (no folders), there is **no lock** (object stores have no
+flock: two runs into the same remote output must be kept apart by the user), staging folders of
+killed runs are not removed (without a lock one may belong to a live run; delete
+`<output>/.staging-*` by hand), an output without a record is never adopted, and a move is a copy
+then a delete on object stores, so each file appears whole but not all of them at one instant.
 """
 
 import atexit
@@ -44,6 +53,7 @@ RECORD = ".pop_tf_outputs.json"
 LOCK = PREFIX + "lock"
 ANY_OWNER = "*"  # recorded by `adopt`: an older pop_tf's output, its stage unknown
 _STAGING_NAME = re.compile(r"^\.staging-[0-9a-f]{12}$")
+_SCHEME = re.compile(r"^([a-zA-Z][-a-zA-Z0-9+.]*)://")  # as Beam's FileSystems.get_scheme
 
 _HELD = {}  # real path of an output folder this process holds → (descriptor, lock file)
 _LIVE = {}  # staging folder made and not yet installed → its output folder
@@ -123,9 +133,24 @@ def _unlock_output(output: str) -> None:
         release_lock(*held)
 
 
+def is_remote(path: str) -> bool:
+    """Whether `path` is on a filesystem other than the local one (a URL scheme other than file)."""
+    match = _SCHEME.match(str(path))
+    return bool(match) and match.group(1).lower() != "file"
+
+
+def _discard(staging: str) -> None:
+    """Removes a staging folder and everything in it, ignoring errors (as `shutil.rmtree` does)."""
+    if not is_remote(staging):
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    with contextlib.suppress(Exception):
+        _remote_delete_tree(staging)
+
+
 def _clean_up_at_exit() -> None:
     for staging in list(_LIVE):
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard(staging)
     _LIVE.clear()
     for fd, path in list(_HELD.values()):
         release_lock(fd, path)
@@ -134,13 +159,15 @@ def _clean_up_at_exit() -> None:
 
 def make_staging(output: str) -> str:
     """A fresh staging folder inside `output`, after locking `output` and removing the staging
-    folders of killed runs.
+    folders of killed runs (on a remote filesystem: neither, see the module doc).
 
     Raises:
         OutputBusyError: another process is writing `output`.
         StorageError: the device holding `output` is full or read-only.
         OutputFolderError: `output` cannot be created or written.
     """
+    if is_remote(output):
+        return _register(_make_remote_staging(output), output)
     try:
         os.makedirs(output, exist_ok=True)
         _lock_output(output)
@@ -155,6 +182,10 @@ def make_staging(output: str) -> str:
         if storage is not None:
             raise storage from None
         raise OutputFolderError(f"cannot write to output folder '{output}': {e.strerror}") from None
+    return _register(staging, output)
+
+
+def _register(staging: str, output: str) -> str:
     if not _EXIT_CLEANUP:
         atexit.register(_clean_up_at_exit)
         _EXIT_CLEANUP.append(True)
@@ -180,7 +211,7 @@ def run_scope(folder: str = None):
         message = str(error) if isinstance(error, PopTfError) else ""
         for staging, _ in made:
             if staging not in message:
-                shutil.rmtree(staging, ignore_errors=True)
+                _discard(staging)
             _LIVE.pop(staging, None)
         storage = errors.as_storage_error(error, folder or (made[0][1] if made else None)) \
             if isinstance(error, Exception) else None
@@ -191,7 +222,7 @@ def run_scope(folder: str = None):
         _SCOPES.remove(made)
         for staging, output in made:
             if _LIVE.pop(staging, None) is not None:  # made but never installed
-                shutil.rmtree(staging, ignore_errors=True)
+                _discard(staging)
             _unlock_output(output)
 
 
@@ -273,11 +304,11 @@ def install(staging: str, output: str, owned_prefixes=(), owned_names=(), owner:
             staging folder is removed.
     """
     try:
-        _install(staging, output, owned_prefixes, owned_names, owner)
+        (_install_remote if is_remote(output) else _install)(staging, output, owned_prefixes, owned_names, owner)
     finally:
         # Whatever was not moved in is gone too when the install fails halfway (a full disk):
         # the record already names each file that was.
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard(staging)
         _LIVE.pop(staging, None)
         _unlock_output(output)
 
@@ -312,3 +343,92 @@ def _install(staging: str, output: str, owned_prefixes, owned_names, owner) -> N
     _write_record(output, {name: who for name, who in {**recorded, **{n: owner for n in staged}}.items()
                            if os.path.lexists(os.path.join(output, name))})
     shutil.rmtree(staging, ignore_errors=True)
+
+
+# The remote subset (see the module doc), through Beam's FileSystems; imported here only, so the
+# stages that never write remotely do not import Beam.
+
+def _fs():
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def _remote_names(folder: str) -> list:
+    """The names of the files directly in `folder` on a remote filesystem."""
+    fs = _fs()
+    prefix = folder.rstrip("/") + "/"
+    names = set()
+    for meta in fs.match([fs.join(folder, "*")])[0].metadata_list:
+        if meta.path.startswith(prefix):
+            names.add(meta.path[len(prefix):].split("/", 1)[0])
+    return sorted(names)
+
+
+def _remote_delete_tree(folder: str) -> None:
+    fs = _fs()
+    found = [m.path for m in fs.match([fs.join(folder, "**")])[0].metadata_list]
+    if found:
+        fs.delete(found)
+    if fs.exists(folder):  # the folder itself, on filesystems that have folders
+        fs.delete([folder])
+
+
+def _make_remote_staging(output: str) -> str:
+    fs = _fs()
+    staging = fs.join(output, f"{PREFIX}{uuid.uuid4().hex[:12]}")
+    try:
+        fs.mkdirs(staging)  # object stores have no folders: there, nothing to make
+    except OSError as e:
+        if not fs.exists(staging):
+            raise OutputFolderError(f"cannot write to output folder '{output}': {e}") from None
+    return staging
+
+
+def _remote_record(output: str) -> dict:
+    fs = _fs()
+    path = fs.join(output, RECORD)
+    try:
+        if not fs.exists(path):
+            return {}
+        with fs.open(path) as f:
+            outputs = json.loads(f.read()).get("outputs", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(name): str(owner) for name, owner in outputs.items()} if isinstance(outputs, dict) else {}
+
+
+def _write_remote_record(output: str, outputs: dict) -> None:
+    fs = _fs()
+    with fs.create(fs.join(output, RECORD)) as f:  # an object store replaces an object whole
+        f.write(json.dumps({"outputs": dict(sorted(outputs.items()))}, indent=1).encode("utf-8"))
+
+
+def _install_remote(staging: str, output: str, owned_prefixes, owned_names, owner) -> None:
+    fs = _fs()
+    owner = owner or "|".join(sorted(owned_prefixes)) + "|" + "|".join(sorted(owned_names))
+    recorded = _remote_record(output)
+    staged = _remote_names(staging)
+    present = [n for n in _remote_names(output) if n != RECORD and not n.startswith(PREFIX)]
+    ours = lambda name: name.startswith(tuple(owned_prefixes)) or name in owned_names  # noqa: E731
+    mine = lambda name: recorded.get(name) == owner  # noqa: E731
+    foreign = sorted(n for n in present if (ours(n) or n in staged) and not mine(n))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise OutputFolderError(
+            f"output folder '{output}' already holds {', '.join(repr(n) for n in foreign[:3])}{more}, which no "
+            f"earlier pop_tf run recorded as its own output there ({RECORD}); nothing was replaced: move "
+            "them away or choose another output folder")
+    _write_remote_record(output, {**recorded, **{name: owner for name in staged}})
+    stale = [fs.join(output, n) for n in present if ours(n) and mine(n) and n not in staged]
+    if stale:
+        fs.delete(stale)
+    targets = [fs.join(output, name) for name in staged]
+    existing = [t for t in targets if fs.exists(t)]
+    if existing:  # HDFS refuses to rename onto an existing file
+        fs.delete(existing)
+    if staged:
+        fs.rename([fs.join(staging, name) for name in staged], targets)
+    after = set(_remote_names(output))
+    _write_remote_record(output, {name: who for name, who in {**recorded, **{n: owner for n in staged}}.items()
+                                  if name in after})
