@@ -114,7 +114,7 @@ def cmd_evaluate(args, extra) -> int:
 
 
 def cmd_ablate(args, extra) -> int:
-    from pop_tf.stages import ablation
+    from pop_tf import ablation
     return ablation.main(extra)
 
 

@@ -20,6 +20,10 @@ SHARD_SUFFIX = ".tfrecord.gz"
 STATS = "stats.json"
 CONFIG = "config.json"
 PAIR_PREFIXES = {split: f"{split}_pairs" for split in SPLITS}
+# The cluster stage's files that the translator and evaluation read (models.clusterer loads them).
+CLUSTERS_NPZ = "clusters.npz"
+ASSIGNMENTS = "assignments.csv"
+EXTRACTOR_WEIGHTS = "feature_extractor.weights.h5"
 
 
 def shard_pattern(folder: str, split: str) -> str:

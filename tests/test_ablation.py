@@ -3,7 +3,7 @@
 import json
 
 from pop_tf import pipeline
-from pop_tf.stages import ablation
+from pop_tf import ablation
 from tests.conftest import TINY, tiny_config
 
 

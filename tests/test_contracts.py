@@ -8,7 +8,8 @@ from pop_tf import config as config_lib
 from pop_tf import contracts, pipeline, train
 from pop_tf import paths as paths_lib
 from pop_tf.contracts import DATASET, WORKDIR
-from pop_tf.stages import ablation, evaluate
+from pop_tf import ablation
+from pop_tf.stages import evaluate
 
 
 def _closure(stage: str) -> set:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from pop_tf import config as config_lib
 from pop_tf import records, serving
+from pop_tf.models import clusterer
 from pop_tf.stages import cluster, ingest, score
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -53,7 +54,7 @@ def test_assignments_csv_round_trips_generated_ids(tmp_path):
     with open(tmp_path / cluster.ASSIGNMENTS, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))[1:]
     assert all(_safe_cell(row[0]) for row in rows)
-    assert cluster.read_assignments(str(tmp_path)) == dict(zip(ids, labels))
+    assert clusterer.read_assignments(str(tmp_path)) == dict(zip(ids, labels))
 
 
 def _png(seed):

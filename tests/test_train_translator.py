@@ -19,6 +19,7 @@ from PIL import Image
 
 from pop_tf import config as config_lib
 from pop_tf import data, records, serving
+from pop_tf.models import clusterer
 from pop_tf.stages import cluster, score, train_ranker, train_translator
 from tests.conftest import tiny_config
 
@@ -86,7 +87,7 @@ def test_clusters_mode_needs_a_cluster_folder(pairs_workdir, tmp_path):
         train_translator.run(cfg)
     (tmp_path / "empty").mkdir()  # beside the output: a folder containing it is refused as an overlap
     cfg.clusters = str(tmp_path / "empty")
-    with pytest.raises(cluster.ClusterStageError, match="not a complete cluster output"):
+    with pytest.raises(clusterer.ClusterError, match="not a complete cluster output"):
         train_translator.run(cfg)
 
 

@@ -48,11 +48,14 @@ Clusters are numbered in a canonical order (largest first, ties by centre coordi
 cluster 0 is the biggest and the numbering does not depend on k-means' internal label order.
 """
 
+import csv
 import dataclasses
+import json
 import os
 
 import numpy as np
 
+from pop_tf import layout, records
 from pop_tf.errors import PopTfError
 from pop_tf.models import backbones
 
@@ -394,3 +397,38 @@ def fit_clusters(features, num_clusters: int, seed: int = 0, covariance_epsilon:
         sizes=sizes.astype(np.int64), shares=sizes / n, feature_variance=variance,
         condition_numbers=conditions, covariance_epsilon=float(covariance_epsilon), ridge=float(ridge),
         seed=int(seed), inertia=inertia, selected_from=int(selected_from))
+
+
+# -- reading a cluster stage's output folder (what the translator and evaluation load) --------
+
+
+def read_assignments(cluster_dir: str) -> dict:
+    """{post_id: cluster id} from a cluster output folder's assignments.csv."""
+    with open(os.path.join(cluster_dir, layout.ASSIGNMENTS), newline="", encoding="utf-8") as f:
+        return {records.from_csv_cell(row["post_id"]): int(row["cluster"]) for row in csv.DictReader(f)}
+
+
+def load_cluster_outputs(cluster_dir: str) -> tuple:
+    """(ClusterStats, {post_id: cluster}, the exact feature extractor) of a cluster output folder.
+
+    Raises:
+        ClusterError: when the folder is not a complete cluster output.
+    """
+    needed = [os.path.join(cluster_dir, name) for name in (layout.CLUSTERS_NPZ, layout.ASSIGNMENTS, layout.CONFIG,
+                                                                 layout.EXTRACTOR_WEIGHTS)]
+    missing = [path for path in needed if not os.path.isfile(path)]
+    if missing:
+        raise ClusterError(f"{cluster_dir} is not a complete cluster output (missing {', '.join(missing)}); "
+                                "run `python -m pop_tf.train clusterer` first")
+    with open(os.path.join(cluster_dir, layout.CONFIG)) as f:
+        config = json.load(f)
+    if str(config["weights"]).startswith("hub:"):  # the module itself holds the weights
+        extractor = ClusterFeatures(weights=config["weights"], feature_size=int(config["feature_size"]))
+    else:
+        import numpy as np
+
+        size = int(config["feature_size"])
+        extractor = ClusterFeatures(weights="none", feature_size=size)
+        extractor(np.zeros([1, size, size, 3], np.float32))  # build before loading
+        extractor.load_weights(os.path.join(cluster_dir, layout.EXTRACTOR_WEIGHTS))
+    return ClusterStats.load(os.path.join(cluster_dir, layout.CLUSTERS_NPZ)), read_assignments(cluster_dir), extractor

@@ -8,7 +8,7 @@
 Outputs in `cluster.output` (written into a staging folder, then installed together):
 - `features.npz`: `post_id` [N] str, `split` [N] str, `features` float32 [N, d] (train, then test).
 - `assignments.csv`: `post_id,split,cluster`, one row per ingested post (an id a spreadsheet
-  would run as a formula starts with a `'`, `records.csv_cell`; `read_assignments` undoes it).
+  would run as a formula starts with a `'`, `records.csv_cell`; `models.clusterer.read_assignments` undoes it).
 - `clusters.npz`: `pop_tf.models.clusterer.ClusterStats` (μ_i, Σ_i, masks, inverses, shares; no
   pickle); the translator's L_d / L_m losses and its test-time cluster draw read it.
 - `clusters.json`: the statistics' summary, per-split cluster counts, the data fingerprint and
@@ -42,7 +42,7 @@ import numpy as np
 from pop_tf import config as config_lib
 from pop_tf import layout, records
 from pop_tf.errors import PopTfError
-from pop_tf.layout import CONFIG, SPLITS
+from pop_tf.layout import ASSIGNMENTS, CLUSTERS_NPZ, CONFIG, EXTRACTOR_WEIGHTS, SPLITS
 from pop_tf.paths import check_stage
 from pop_tf.stages.staging import install, make_staging, stage_run
 
@@ -50,14 +50,11 @@ log = logging.getLogger(__name__)
 
 STAGE = "cluster"
 FEATURES = "features.npz"
-ASSIGNMENTS = "assignments.csv"
-CLUSTERS_NPZ = "clusters.npz"
 CLUSTERS_JSON = "clusters.json"
 CONTACT_SHEET = "contact_sheet.png"
 SAVED_MODEL = "saved_model"
 # The feature extractor's exact weights: the translator's L_d/L_m must measure G's images with the
 # network that made the cluster statistics (with weights=none it is a seeded random network).
-EXTRACTOR_WEIGHTS = "feature_extractor.weights.h5"
 OWNED_FILES = (FEATURES, ASSIGNMENTS, CLUSTERS_NPZ, CLUSTERS_JSON, CONTACT_SHEET, CONFIG, EXTRACTOR_WEIGHTS,
                SAVED_MODEL)
 # Contact sheet layout: square tiles of the ingested image size (at most SHEET_MAX_TILE pixels),
@@ -182,44 +179,10 @@ def _write_assignments(path: str, post_ids, splits, labels) -> None:
             writer.writerow([records.csv_cell(row[0]), row[1], int(row[2])])
 
 
-def read_assignments(cluster_dir: str) -> dict:
-    """{post_id: cluster id} from a cluster output folder's assignments.csv."""
-    with open(os.path.join(cluster_dir, ASSIGNMENTS), newline="", encoding="utf-8") as f:
-        return {records.from_csv_cell(row["post_id"]): int(row["cluster"]) for row in csv.DictReader(f)}
-
-
-def load_outputs(cluster_dir: str) -> tuple:
-    """(ClusterStats, {post_id: cluster}, the exact feature extractor) of a cluster output folder.
-
-    Raises:
-        ClusterStageError: when the folder is not a complete cluster output.
-    """
-    from pop_tf.models import clusterer
-
-    needed = [os.path.join(cluster_dir, name) for name in (CLUSTERS_NPZ, ASSIGNMENTS, CONFIG, EXTRACTOR_WEIGHTS)]
-    missing = [path for path in needed if not os.path.isfile(path)]
-    if missing:
-        raise ClusterStageError(f"{cluster_dir} is not a complete cluster output (missing {', '.join(missing)}); "
-                                "run `python -m pop_tf.train clusterer` first")
-    with open(os.path.join(cluster_dir, CONFIG)) as f:
-        config = json.load(f)
-    if str(config["weights"]).startswith("hub:"):  # the module itself holds the weights
-        extractor = clusterer.ClusterFeatures(weights=config["weights"], feature_size=int(config["feature_size"]))
-    else:
-        import numpy as np
-
-        size = int(config["feature_size"])
-        extractor = clusterer.ClusterFeatures(weights="none", feature_size=size)
-        extractor(np.zeros([1, size, size, 3], np.float32))  # build before loading
-        extractor.load_weights(os.path.join(cluster_dir, EXTRACTOR_WEIGHTS))
-    return clusterer.ClusterStats.load(os.path.join(cluster_dir, CLUSTERS_NPZ)), read_assignments(cluster_dir), extractor
-
-
 @stage_run
 def run(cfg: config_lib.ClusterConfig) -> dict:
     """Runs the cluster stage; returns the artifact paths. Raises a PopTfError with a sentence."""
-    from pop_tf import precision, serving
-    from pop_tf.models import clusterer
+    from pop_tf import precision
 
     if not cfg.input:
         raise ClusterStageError("cluster needs an ingest output folder (--input or cluster.input)")

@@ -15,7 +15,7 @@ without popularity domains (an ingest output) are refused. Writes the translator
 Both take `diversity` = none | ms | clusters (`TranslatorConfig`): none is the model as
 published (DMIT keeps its own diversity term), ms adds MSGAN's mode seeking (replacing DMIT's
 term), clusters also reads the cluster stage's statistics, assignments and exact feature
-extractor E (`<clusters>/`, `cluster.load_outputs`); without cluster conditioning (none, ms)
+extractor E (`<clusters>/`, `clusterer.load_cluster_outputs`); without cluster conditioning (none, ms)
 pix2pix gets a single constant cluster, which is the same as none.
 Both use Adam (`beta_1`, `beta_2`), constant then linear decay over the last epochs
 (`pop_tf.training.ConstantThenLinearDecay`), each on its own schedule: DMIT `epochs`,
@@ -128,7 +128,7 @@ def l1_distance(images_a, images_b):
 
 
 def _cluster_args(cfg, clusters) -> dict:
-    """The trainers' cluster arguments (diversity=clusters) from `cluster.load_outputs`' result."""
+    """The trainers' cluster arguments (diversity=clusters) from `clusterer.load_cluster_outputs`' result."""
     if cfg.diversity != "clusters":
         return {}
     stats, _, extractor = clusters
@@ -432,14 +432,14 @@ def _train(cfg, strategy, output: str, stored_size: int, num_train: int) -> dict
 
     from pop_tf import distribution, serving, training
     from pop_tf.metrics import lpips
-    from pop_tf.stages import cluster
+    from pop_tf.models import clusterer
 
     started = time.monotonic()
     clusters, num_clusters = None, 1
     if cfg.diversity == "clusters":
         # E runs on every fake of every step (L_d, L_m): it computes in the trainer's precision.
         with precision.policy(cfg.mixed_precision), strategy.scope():
-            clusters = cluster.load_outputs(cfg.clusters)
+            clusters = clusterer.load_cluster_outputs(cfg.clusters)
         num_clusters = clusters[0].num_clusters
     # Named after the output folder, so ablation runs beside each other are separate TensorBoard runs.
     folder = os.path.abspath(cfg.output)
