@@ -20,7 +20,6 @@ in docs/performance.md.
 """
 
 import argparse
-import gzip
 import os
 import sys
 import time
@@ -35,35 +34,10 @@ def prepare(folder: str, num_posts: int, size: int) -> None:
 
 
 def loop(dataset: str, output: str, size: int) -> int:
-    """Validation, paper filters, and for the records that pass: read, decode, pad/resize, edge
-    map, hashes, PNG encode, GZIP TFRecord write, in one process, without TensorFlow (as the Beam
-    workers); returns the records handled."""
-    from pop_tf import records
-    from pop_tf.beam import images, metadata, sinks
-    from pop_tf.beam.reasons import Rejected
+    """The plain single-process loop the runners are compared with (`pop_tf.bench.plain_loop`)."""
+    from pop_tf import bench
 
-    path = os.path.join(dataset, "metadata.jsonl")
-    with open(path, "rb") as f:
-        raws = list(metadata.iter_raw_records(path, f.read()))
-    os.makedirs(output, exist_ok=True)
-    # zlib level 6, as Beam's GZIP writer (gzip.open defaults to 9, which is slower).
-    with gzip.open(os.path.join(output, "plain.tfrecord.gz"), "wb", compresslevel=6) as writer:
-        for raw in raws:
-            if raw.fields is None:
-                continue
-            try:
-                post = metadata.apply_filters(metadata.validate_record(raw.fields))
-                with open(os.path.join(dataset, post["image"]), "rb") as f:
-                    image = images.decode_image(f.read())
-            except (Rejected, OSError):
-                continue
-            pixels = images.pad_to_square_and_resize(image, size)
-            post.update(image_png=images.encode_png(pixels), edge_png=images.encode_png(images.edge_map(pixels)),
-                        image_size=size, phash=images.perceptual_hash(pixels),
-                        pixel_digest=images.pixel_digest(pixels), split="train", source_index=raw.index)
-            images.colour_signature(pixels)
-            sinks.write_record(writer, records.encode_post(post))
-    return len(raws)
+    return bench.plain_loop(dataset, output, size)
 
 
 def cluster(port: int, workers: int) -> None:
