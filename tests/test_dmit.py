@@ -1,4 +1,4 @@
-"""Tests of the DMIT translator (pop_tf.models.dmit, Yu et al. 2019).
+"""Tests of the DMIT translator (pop_tf.models.dmit and dmit_trainer, Yu et al. 2019).
 
 Tiny configuration throughout: 32×32 images, base_filters 8, one content and two decoder
 residual blocks, 3-block discriminators, label_dim 4 (popularity one-hot + modality one-hot),
@@ -520,7 +520,7 @@ def test_fit_one_step_under_a_two_replica_mirrored_strategy():
         assert all(np.isfinite(v[0]) for v in history.history.values()), history.history
         assert set(history.history) == set(model.loss_names), sorted(history.history)
         assert int(model.step_counter.numpy()) == 1
-        from pop_tf.models.dmit import GENERATOR_UPDATES_PER_STEP
+        from pop_tf.models.dmit_trainer import GENERATOR_UPDATES_PER_STEP
         iterations = {k: int(o.iterations.numpy()) for k, o in model.optimizers.items()}
         assert iterations.pop("generator_optimizer") == GENERATOR_UPDATES_PER_STEP
         assert set(iterations.values()) == {1}, iterations
