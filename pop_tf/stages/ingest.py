@@ -368,7 +368,9 @@ def _count_outputs(staging: str) -> dict:
     rejects = []
     rejects_path = FileSystems.join(staging, REJECTS)
     if FileSystems.exists(rejects_path):
-        rejects = [json.loads(line) for line in files.read_file(rejects_path).decode("utf-8").splitlines()
+        # split("\n"), not splitlines(): a reject's raw line may hold U+2028, U+0085 or a form feed,
+        # which JSON keeps unescaped and splitlines() would cut records at.
+        rejects = [json.loads(line) for line in files.read_file(rejects_path).decode("utf-8").split("\n")
                    if line.strip()]
     return dict(per_split=per_split, per_content_type=per_content_type,
                 per_split_content_type=per_split_content_type, post_ids=post_ids, rejects=rejects)

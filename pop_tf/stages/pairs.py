@@ -163,7 +163,7 @@ def _read_summary(staging: str) -> dict:
     summary = {split: collections.Counter() for split in SPLITS}
     path = FileSystems.join(staging, SUMMARY + ".jsonl")
     if FileSystems.exists(path):
-        for line in files.read_file(path).decode("utf-8").splitlines():
+        for line in files.read_file(path).decode("utf-8").split("\n"):  # JSON lines end at \n only
             if line.strip():
                 entry = json.loads(line)
                 summary[entry["split"]][entry["name"]] += entry["count"]
